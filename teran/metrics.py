@@ -165,21 +165,24 @@ def evaluate(sims: ArrayLike, relevance: Relevance | None = None) -> RetrievalMe
     return RetrievalMetrics(i2t=i2t, t2i=t2i, rsum=i2t.rsum + t2i.rsum)
 
 
+def _mean_optional(column: Sequence[float | None], name: str) -> float | None:
+    if all(v is None for v in column):
+        return None
+    if any(v is None for v in column):
+        raise ValueError(f"{name} is missing in some of the results being averaged")
+    return float(np.mean([v for v in column if v is not None]))
+
+
 def _mean_direction(results: Sequence[DirectionMetrics]) -> DirectionMetrics:
-    required = {
-        name: float(np.mean([getattr(m, name) for m in results]))
-        for name in ("r1", "r5", "r10", "medr", "meanr")
-    }
-    optional: dict[str, float | None] = {}
-    for name in ("ndcg_rougeL", "ndcg_spice"):
-        column = [getattr(m, name) for m in results]
-        if all(v is None for v in column):
-            optional[name] = None
-        elif any(v is None for v in column):
-            raise ValueError(f"{name} is missing in some of the results being averaged")
-        else:
-            optional[name] = float(np.mean(column))
-    return replace(DirectionMetrics(**required), **optional)
+    return DirectionMetrics(
+        r1=float(np.mean([m.r1 for m in results])),
+        r5=float(np.mean([m.r5 for m in results])),
+        r10=float(np.mean([m.r10 for m in results])),
+        medr=float(np.mean([m.medr for m in results])),
+        meanr=float(np.mean([m.meanr for m in results])),
+        ndcg_rougeL=_mean_optional([m.ndcg_rougeL for m in results], "ndcg_rougeL"),
+        ndcg_spice=_mean_optional([m.ndcg_spice for m in results], "ndcg_spice"),
+    )
 
 
 def average_metrics(results: Sequence[RetrievalMetrics]) -> RetrievalMetrics:

@@ -1,0 +1,1 @@
+"""Thin command-line scripts over the `teran` library: import, parity check, evaluation."""
