@@ -32,10 +32,6 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-# `teran` is not installed as a distribution: make the repository root importable when this file
-# is run as a script rather than with `python -m benchmarks.bench_scorer`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from teran.alignment import DEFAULT_MAX_CELLS, AlignmentMode, alignment_scores
 
 _T = TypeVar("_T")

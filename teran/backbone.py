@@ -27,7 +27,7 @@ BUNDLED_BACKBONES: dict[str, Callable[[], Path]] = {"all-minilm-l6-v2": _minilm_
 
 
 def resolve_backbone(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    """The local folder of a backbone: a bundled name, a folder, or one relative to `relative_to`."""
+    """The local folder of a backbone: a bundled name, a folder, or one under `relative_to`."""
     key = str(name_or_path)
     if key in BUNDLED_BACKBONES:
         return BUNDLED_BACKBONES[key]()
@@ -49,7 +49,9 @@ def backbone_config(folder: Path, layers: int) -> PretrainedConfig:
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     available = int(config.num_hidden_layers)
     if layers > available:
-        raise ValueError(f"text.layers={layers} but the backbone in {folder} has {available} layers")
+        raise ValueError(
+            f"text.layers={layers} but the backbone in {folder} has {available} layers"
+        )
     config.num_hidden_layers = layers
     return config
 

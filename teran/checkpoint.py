@@ -126,7 +126,9 @@ def config_from_reference(ref: dict[str, Any], backbone: str) -> TeranCfg:
     }
     for key, (value, supported) in unsupported.items():
         if value != supported:
-            raise ValueError(f"reference config {key}={value!r} is not supported (only {supported!r})")
+            raise ValueError(
+                f"reference config {key}={value!r} is not supported (only {supported!r})"
+            )
     cfg = TeranCfg(
         embed_dim=int(model["embed-size"]),
         layers=int(model["layers"]),

@@ -76,7 +76,9 @@ class TeranCfg:
         """Raise ValueError naming the first field that cannot build a model."""
         AlignmentMode(self.alignment)
         if self.vision.spatial not in SPATIAL_MODES:
-            raise ValueError(f"vision.spatial must be one of {SPATIAL_MODES}, got {self.vision.spatial!r}")
+            raise ValueError(
+                f"vision.spatial must be one of {SPATIAL_MODES}, got {self.vision.spatial!r}"
+            )
         for name, value in (
             ("embed_dim", self.embed_dim),
             ("layers", self.layers),
@@ -99,7 +101,9 @@ class TeranCfg:
                 f"{self.vision.heads}"
             )
         if self.text.max_tokens < 4:
-            raise ValueError("text.max_tokens must leave room for [CLS], a word, a full stop, [SEP]")
+            raise ValueError(
+                "text.max_tokens must leave room for [CLS], a word, a full stop, [SEP]"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -98,8 +98,12 @@ def compare(fixture: Fixture, run: FixtureRun) -> dict[str, float]:
         diffs["cap_emb"] = _ragged_diff(tokens, exp["cap_emb"], cap_len)
     else:
         diffs["cap_emb"] = float("inf")
-    diffs["img_emb_aggr"] = float(np.abs(run.images.global_vector.numpy() - exp["img_emb_aggr"]).max())
-    diffs["cap_emb_aggr"] = float(np.abs(run.texts.global_vector.numpy() - exp["cap_emb_aggr"]).max())
+    diffs["img_emb_aggr"] = float(
+        np.abs(run.images.global_vector.numpy() - exp["img_emb_aggr"]).max()
+    )
+    diffs["cap_emb_aggr"] = float(
+        np.abs(run.texts.global_vector.numpy() - exp["cap_emb_aggr"]).max()
+    )
     with torch.no_grad():
         for mode in AlignmentMode:
             scores = run.model.score(run.images, run.texts, mode).numpy()

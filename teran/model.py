@@ -26,7 +26,9 @@ BOX_INFO = 5
 """x1, y1, x2, y2 (fractions of the image size) and the box area."""
 
 
-def transformer_stack(width: int, layers: int, heads: int, ff_dim: int, dropout: float) -> nn.Module:
+def transformer_stack(
+    width: int, layers: int, heads: int, ff_dim: int, dropout: float
+) -> nn.Module:
     """Post-norm ReLU encoder layers, as the reference builds every non-BERT stack."""
     layer = nn.TransformerEncoderLayer(
         d_model=width,
@@ -131,10 +133,14 @@ class Teran(nn.Module):
     def encode_text(self, token_ids: Tensor, lengths: Tensor) -> TextEmbedding:
         """Token ids [B, T] ([CLS] ... [SEP], padded) and token counts [B]."""
         if token_ids.dim() != 2:
-            raise ValueError(f"token_ids must be [batch, tokens], got shape {tuple(token_ids.shape)}")
+            raise ValueError(
+                f"token_ids must be [batch, tokens], got shape {tuple(token_ids.shape)}"
+            )
         lengths = lengths.to(device=token_ids.device, dtype=torch.long)
         if lengths.numel() and (int(lengths.min()) < 2 or int(lengths.max()) > token_ids.shape[1]):
-            raise ValueError("lengths must lie in [2, token_ids.shape[1]] ([CLS] and [SEP] included)")
+            raise ValueError(
+                "lengths must lie in [2, token_ids.shape[1]] ([CLS] and [SEP] included)"
+            )
         valid = length_mask(lengths, token_ids.shape[1])
         x = self.textual(token_ids, valid)
         x = self.text_head(x, src_key_padding_mask=~valid)
@@ -173,7 +179,5 @@ def check_image_inputs(features: Tensor, boxes: Tensor, n_regions: Tensor, feat_
         )
     if n_regions.shape != features.shape[:1]:
         raise ValueError(f"n_regions must be [batch], got shape {tuple(n_regions.shape)}")
-    if n_regions.numel() and (
-        int(n_regions.min()) < 1 or int(n_regions.max()) > features.shape[1]
-    ):
+    if n_regions.numel() and (int(n_regions.min()) < 1 or int(n_regions.max()) > features.shape[1]):
         raise ValueError(f"n_regions must lie in [1, {features.shape[1]}]")

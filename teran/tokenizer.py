@@ -57,7 +57,7 @@ class SentenceTokenizer:
         for i, row in enumerate(rows):
             ids_t[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        tokens = [self._tok.convert_ids_to_tokens(r) for r in rows]
+        tokens = [list(self._tok.convert_ids_to_tokens(r)) for r in rows]
         return TokenBatch(ids=ids_t, lengths=lengths, tokens=tokens)
 
     def save(self, folder: Path) -> None:

@@ -10,7 +10,9 @@ from teran.alignment import AlignmentMode, alignment_scores
 from teran.loss import hinge_triplet_loss
 
 
-def _ragged(n: int, max_len: int, dim: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _ragged(
+    n: int, max_len: int, dim: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.randint(1, max_len + 1, (n,), generator=gen)
     vectors = F.normalize(torch.randn(n, max_len, dim, generator=gen), dim=-1)
     mask = torch.arange(max_len)[None] < lengths[:, None]
@@ -82,14 +84,19 @@ def test_sentence_without_aligned_words_scores_zero() -> None:
     words = F.normalize(torch.randn(1, 2, 4), dim=-1)
     no_words = torch.zeros(1, 2, dtype=torch.bool)
     for mode in AlignmentMode:
-        scores = alignment_scores(regions, torch.ones(2, 3, dtype=torch.bool), words, no_words, mode)
+        scores = alignment_scores(
+            regions, torch.ones(2, 3, dtype=torch.bool), words, no_words, mode
+        )
         assert torch.equal(scores, torch.zeros(2, 1)), mode
 
 
 def test_width_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="width"):
         alignment_scores(
-            torch.zeros(1, 2, 4), torch.ones(1, 2).bool(), torch.zeros(1, 2, 5), torch.ones(1, 2).bool()
+            torch.zeros(1, 2, 4),
+            torch.ones(1, 2).bool(),
+            torch.zeros(1, 2, 5),
+            torch.ones(1, 2).bool(),
         )
 
 

@@ -269,3 +269,24 @@ def test_metrics_types_are_frozen_and_serialisable() -> None:
         "rsum": 12.0,
     }
     assert m.to_dict()["ndcg_rougeL"] == 0.5 and m.to_dict()["ndcg_spice"] is None
+
+
+def test_evaluate_command_reports_both_protocols(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer import evaluate as evaluate_cmd
+
+    rng = np.random.default_rng(7)
+    sims = rng.standard_normal((6, 30))
+    sims[np.arange(30) // 5, np.arange(30)] += 2.0
+    np.save(tmp_path / "sims.npy", sims)
+    result = CliRunner().invoke(
+        evaluate_cmd.app,
+        [str(tmp_path / "sims.npy"), "--fold-size", "3", "--out", str(tmp_path / "r.json")],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["full"]["rsum"] == pytest.approx(evaluate(sims).rsum)
+    assert data["1k"]["rsum"] == pytest.approx(
+        evaluate_1k(sims, fold_size=3, n_folds=2).rsum
+    )

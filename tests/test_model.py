@@ -41,12 +41,18 @@ def test_image_encoding_is_batch_invariant(tiny_minilm: tuple[Teran, SentenceTok
         for i in range(6):
             n = int(counts[i])
             # alone, with no padding at all
-            alone = model.encode_image(features[i : i + 1, :n], boxes[i : i + 1, :n], counts[i : i + 1])
-            torch.testing.assert_close(alone.slots[0, : n + 1], batch.slots[i, : n + 1], rtol=0, atol=1e-5)
+            alone = model.encode_image(
+                features[i : i + 1, :n], boxes[i : i + 1, :n], counts[i : i + 1]
+            )
+            torch.testing.assert_close(
+                alone.slots[0, : n + 1], batch.slots[i, : n + 1], rtol=0, atol=1e-5
+            )
         reordered = model.encode_image(features.flip(0), boxes.flip(0), counts.flip(0))
     for i in range(6):
         n = int(counts[i]) + 1
-        torch.testing.assert_close(reordered.slots[5 - i, :n], batch.slots[i, :n], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            reordered.slots[5 - i, :n], batch.slots[i, :n], rtol=0, atol=1e-5
+        )
 
 
 def test_text_encoding_is_batch_invariant(tiny_minilm: tuple[Teran, SentenceTokenizer]) -> None:
@@ -81,7 +87,9 @@ def test_pipelines_run_separately(tiny_minilm: tuple[Teran, SentenceTokenizer]) 
         for hook in hooks:
             hook.remove()
     # every valid vector is unit-length, padding is zero
-    assert torch.allclose(images.slots[0, : int(counts[0]) + 1].norm(dim=-1), torch.ones(1), atol=1e-5)
+    assert torch.allclose(
+        images.slots[0, : int(counts[0]) + 1].norm(dim=-1), torch.ones(1), atol=1e-5
+    )
     assert texts.tokens[1, int(texts.lengths[1]) :].abs().sum() == 0
 
 
@@ -162,6 +170,7 @@ def test_paper_config_matches_full_size_reference_keys(reference_dir: Path, tmp_
     params = sum(v.numel() for v in ours.values())
     ignored_params = sum(reference[k].numel() for k in ignored)
     # the reference stores the word embeddings twice; 215,473,920 distinct parameters in all
-    assert params + ignored_params - reference[
-        "img_txt_enc.txt_enc.word_embeddings.weight"
-    ].numel() == 215_473_920
+    assert (
+        params + ignored_params - reference["img_txt_enc.txt_enc.word_embeddings.weight"].numel()
+        == 215_473_920
+    )
