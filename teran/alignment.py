@@ -128,3 +128,15 @@ def _score_block(
 def pair_alignment(regions: Tensor, words: Tensor) -> Tensor:
     """Region-word similarity matrix [R, W] of one pair: what an explanation shows."""
     return regions @ words.t()
+
+
+GLOBAL = "global"
+"""Not an alignment: cosine of the aggregated vectors (image CLS slot, sentence [CLS]), the
+single-embedding matching that TERAN is compared against (VSE++-style)."""
+
+MEASURES = (*(m.value for m in AlignmentMode), GLOBAL)
+
+
+def global_scores(image_vectors: Tensor, text_vectors: Tensor) -> Tensor:
+    """[I, D] x [C, D] L2-normalised vectors -> [I, C] cosine similarities."""
+    return image_vectors @ text_vectors.t()

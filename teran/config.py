@@ -23,6 +23,19 @@ class TextCfg:
     """Longest tokenised sentence accepted, [CLS] and [SEP] included."""
 
 
+@dataclass(frozen=True)
+class ExtractorCfg:
+    """The built-in grid region extractor (`teran.regions`) a model was trained with."""
+
+    variant: str = "efficientnet-lite0"
+    """efficientnet-lite0 or efficientnet-lite2 (weights from their pip packages)."""
+    image_size: int = 224
+    """Square input side; the grid is image_size / 32 cells per side (7 at 224)."""
+    stage: str = "blocks"
+    """"blocks": the last MBConv stage (320-d for lite0, 352-d for lite2); "head": the 1x1
+    conv head after it (1280-d)."""
+
+
 @dataclass
 class VisionCfg:
     """Visual pipeline: region features + boxes, "concat-and-process", transformer at feat width."""
@@ -36,6 +49,9 @@ class VisionCfg:
     dropout: float = 0.1
     spatial: str = "concat-and-process"
     """How the 5-d box info (x1, y1, x2, y2, area) enters: one of `SPATIAL_MODES`."""
+    extractor: ExtractorCfg | None = None
+    """Built-in region extractor whose features this model reads; None for precomputed
+    features (e.g. bottom-up attention)."""
 
 
 @dataclass
@@ -52,6 +68,8 @@ class TrainRecipe:
     warmup: str | None = None
     warmup_steps: int = 1000
     epochs: int = 30
+    freeze_backbone: bool = False
+    """Keep the text backbone fixed and cache its outputs: CPU-sized training."""
 
 
 @dataclass
@@ -115,6 +133,8 @@ class TeranCfg:
         sections = {"text": TextCfg, "vision": VisionCfg, "train": TrainRecipe}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
+            if key == "vision" and value.get("extractor") is not None:
+                value = {**value, "extractor": _strict(ExtractorCfg, value["extractor"], key)}
             if key in sections:
                 kwargs[key] = _strict(sections[key], value, key)
             else:

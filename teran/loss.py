@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from teran.alignment import AlignmentMode
+from teran.alignment import MEASURES
 from teran.embeddings import ImageEmbedding, TextEmbedding
 from teran.model import Teran
 
@@ -35,13 +35,15 @@ class AlignmentLoss(nn.Module):
     def __init__(
         self,
         model: Teran,
-        mode: AlignmentMode | str | None = None,
+        mode: str | None = None,
         margin: float = 0.2,
         max_violation: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
-        self.mode = AlignmentMode(mode or model.cfg.alignment)
+        self.mode = mode or model.cfg.alignment
+        if self.mode not in MEASURES:
+            raise ValueError(f"mode must be one of {MEASURES}, got {self.mode!r}")
         self.margin = margin
         self.max_violation = max_violation
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from teran.alignment import AlignmentMode, alignment_scores
+from teran.alignment import GLOBAL, AlignmentMode, alignment_scores, global_scores
 from teran.config import TeranCfg, VisionCfg
 from teran.embeddings import ImageEmbedding, TextEmbedding, length_mask
 
@@ -80,13 +80,17 @@ class TextualPipeline(nn.Module):
         self.backbone = backbone
         self.proj = nn.Linear(int(backbone.config.hidden_size), embed_dim)
 
-    def forward(self, token_ids: Tensor, attention: Tensor) -> Tensor:
+    def backbone_features(self, token_ids: Tensor, attention: Tensor) -> Tensor:
+        """[B, T, H] output of the last kept backbone layer."""
         out = self.backbone(
             input_ids=token_ids,
             attention_mask=attention.long(),
             token_type_ids=torch.zeros_like(token_ids),
         )
-        return self.proj(out.last_hidden_state)
+        return out.last_hidden_state
+
+    def forward(self, token_ids: Tensor, attention: Tensor) -> Tensor:
+        return self.proj(self.backbone_features(token_ids, attention))
 
 
 class Teran(nn.Module):
@@ -142,7 +146,13 @@ class Teran(nn.Module):
                 "lengths must lie in [2, token_ids.shape[1]] ([CLS] and [SEP] included)"
             )
         valid = length_mask(lengths, token_ids.shape[1])
-        x = self.textual(token_ids, valid)
+        return self.encode_text_features(self.textual.backbone_features(token_ids, valid), lengths)
+
+    def encode_text_features(self, hidden: Tensor, lengths: Tensor) -> TextEmbedding:
+        """From backbone outputs [B, T, H]: lets training cache a frozen backbone's outputs."""
+        lengths = lengths.to(device=hidden.device, dtype=torch.long)
+        valid = length_mask(lengths, hidden.shape[1])
+        x = self.textual.proj(hidden)
         x = self.text_head(x, src_key_padding_mask=~valid)
         return TextEmbedding(tokens=_normalise(x, valid), lengths=lengths)
 
@@ -152,13 +162,13 @@ class Teran(nn.Module):
         texts: TextEmbedding,
         mode: AlignmentMode | str | None = None,
     ) -> Tensor:
-        """[images, sentences] alignment scores in this model's mode (or `mode`)."""
+        """[images, sentences] scores in this model's alignment mode, or `mode`: an
+        `AlignmentMode` or "global" (cosine of the aggregated vectors)."""
+        mode = mode or self.alignment
+        if mode == GLOBAL:
+            return global_scores(images.global_vector, texts.global_vector)
         return alignment_scores(
-            images.regions,
-            images.region_mask,
-            texts.words,
-            texts.word_mask,
-            mode or self.alignment,
+            images.regions, images.region_mask, texts.words, texts.word_mask, mode
         )
 
 

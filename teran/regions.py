@@ -12,26 +12,16 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from teran.config import ExtractorCfg
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ExtractorCfg:
-    variant: str = "efficientnet-lite0"
-    """efficientnet-lite0 or efficientnet-lite2 (weights from their pip packages)."""
-    image_size: int = 224
-    """Square input side; the grid is image_size / 32 cells per side (7 at 224)."""
-    stage: str = "blocks"
-    """"blocks": the last MBConv stage (320-d for lite0, 352-d for lite2); "head": the 1x1 conv
-    head after it (1280-d)."""
 
 
 _WEIGHTS = {

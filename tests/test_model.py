@@ -73,7 +73,7 @@ def test_pipelines_run_separately(tiny_minilm: tuple[Teran, SentenceTokenizer]) 
     calls: list[str] = []
     hooks = [
         module.register_forward_hook(lambda *_, name=name: calls.append(name))
-        for name, module in (("visual", model.visual), ("textual", model.textual))
+        for name, module in (("visual", model.visual), ("textual", model.textual.backbone))
     ]
     try:
         features, boxes, counts = _regions(2, 5, model.cfg.vision.feat_dim, seed=1)
