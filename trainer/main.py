@@ -1,0 +1,201 @@
+"""`python -m trainer.main`: train TERAN, validate every epoch, keep the best and last checkpoints.
+
+Single process: `python -m trainer.main --dataset synthetic --output runs/x`.
+Several processes or GPUs: `torchrun --nproc-per-node N -m trainer.main ...` (the loss still
+uses the hardest negatives of the whole global batch; see trainer/distributed.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from teran.checkpoint import load_checkpoint, save_checkpoint
+from teran.config import TeranCfg, TrainRecipe
+from teran.data.pairs import CaptionPairs
+from teran.evaluation import evaluate_model
+from teran.factory import create_model, get_model_config
+from trainer.data import build_sources
+from trainer.distributed import DistInfo, init_distributed
+from trainer.params import parse_args
+from trainer.task import TeranTask
+from trainer.train import (
+    TrainState,
+    build_schedule,
+    load_train_state,
+    precompute_backbone,
+    save_train_state,
+    seed_everything,
+    train_one_epoch,
+    trainable_parameters,
+)
+
+
+def recipe_from_args(recipe: TrainRecipe, args: Any) -> TrainRecipe:
+    """The config's recipe with the command line's overrides."""
+    overrides: dict[str, Any] = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "grad_clip": args.grad_clip,
+        "margin": args.margin,
+        "lr_step_epochs": args.lr_step_epochs,
+        "lr_gamma": args.lr_gamma,
+        "warmup_steps": args.warmup_steps,
+        "freeze_backbone": args.freeze_backbone,
+    }
+    if args.warmup is not None:
+        overrides["warmup"] = None if args.warmup == "none" else args.warmup
+    if args.all_negatives:
+        overrides["max_violation"] = False
+    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = init_distributed()
+    seed_everything(args.seed)
+    device = pick_device(args.device, info)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.init:
+        model, tokenizer = load_checkpoint(args.init)
+    else:
+        cfg: TeranCfg = get_model_config(args.model)
+        model, tokenizer = create_model(cfg, backbone=args.backbone)
+    cfg = model.cfg
+    recipe = recipe_from_args(cfg.train, args)
+    cfg.train = recipe
+    measure = args.measure or cfg.alignment
+    model.to(device)
+
+    train_src, val_src = build_sources(args, cfg)
+    pairs = CaptionPairs(train_src, tokenizer)
+    text_hidden = (
+        precompute_backbone(model, pairs.token_ids, pairs.pad_id, progress=args.progress)
+        if recipe.freeze_backbone
+        else None
+    )
+    sampler = DistributedSampler(
+        pairs,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=True,
+        seed=args.seed,
+        drop_last=True,
+    )
+    loader = DataLoader(
+        pairs,
+        batch_size=recipe.batch_size,
+        sampler=sampler,
+        collate_fn=pairs.collate,
+        num_workers=args.workers,
+        drop_last=True,
+    )
+    optimizer = torch.optim.Adam(trainable_parameters(model, recipe.freeze_backbone), lr=recipe.lr)
+    steps_per_epoch = len(loader)
+    if args.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
+    schedule = build_schedule(
+        optimizer,
+        steps_per_epoch,
+        recipe.lr_step_epochs,
+        recipe.lr_gamma,
+        recipe.warmup_steps if recipe.warmup == "linear" else 0,
+    )
+    task: torch.nn.Module = TeranTask(model, measure, recipe.margin, recipe.max_violation, info)
+    if info.enabled:
+        task = torch.nn.parallel.DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    state = TrainState()
+    state_path = out / "train_state.pt"
+    if args.resume and state_path.is_file():
+        resumed, _ = load_checkpoint(out / "last")
+        model.load_state_dict(resumed.state_dict())
+        state = load_train_state(state_path, optimizer, schedule)
+        if info.is_main:
+            print(f"resumed from {out} after epoch {state.epoch} (step {state.step})")
+    if info.is_main:
+        (out / "params.json").write_text(
+            json.dumps({"argv": list(argv or sys.argv[1:]), "config": cfg.to_dict()}, indent=2)
+        )
+
+    log_path = out / "metrics.csv"
+    new_log = not log_path.exists() or not args.resume
+    with log_path.open("w" if new_log else "a", newline="") as log_file:
+        log = csv.DictWriter(log_file, fieldnames=["step", "epoch", "loss", "lr"])
+        if new_log:
+            log.writeheader()
+        for epoch in range(state.epoch, recipe.epochs):
+            sampler.set_epoch(epoch)
+            start = time.perf_counter()
+            mean_loss = train_one_epoch(
+                task,
+                loader,
+                optimizer,
+                schedule,
+                state,
+                recipe.grad_clip,
+                text_hidden,
+                log if info.is_main else None,
+                device,
+                args.max_steps_per_epoch,
+                args.progress and info.is_main,
+            )
+            log_file.flush()
+            state.epoch = epoch + 1
+            if not info.is_main:
+                continue
+            record: dict[str, Any] = {
+                "epoch": state.epoch,
+                "step": state.step,
+                "loss": mean_loss,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            validate = val_src is not None and (
+                state.epoch % args.val_every == 0 or state.epoch == recipe.epochs
+            )
+            meta = {"epoch": state.epoch, "step": state.step, "measure": measure}
+            if validate:
+                assert val_src is not None
+                result = evaluate_model(model, tokenizer, val_src, measure)
+                record["val"] = result.metrics.to_dict()
+                rsum = result.metrics.rsum
+                if rsum > state.best_rsum:
+                    state.best_rsum = rsum
+                    save_checkpoint(model, tokenizer, out / "best", {**meta, "rsum": rsum})
+            with (out / "val.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(
+                json.dumps({k: v for k, v in record.items() if k != "val"})
+                + (f" val rsum {record['val']['rsum']:.1f}" if "val" in record else "")
+            )
+            save_checkpoint(model, tokenizer, out / "last", meta)
+            save_train_state(state_path, state, optimizer, schedule)
+        if info.enabled:
+            torch.distributed.barrier()
+    if info.enabled:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
