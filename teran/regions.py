@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,8 +47,13 @@ def _load_efficientnet(variant: str) -> nn.Module:
 class GridRegionExtractor(nn.Module):
     """Pixels [B, 3, S, S] (normalised) -> grid features [B, G*G, F], row-major cells."""
 
-    def __init__(self, cfg: ExtractorCfg = ExtractorCfg()) -> None:
+    mean: Tensor
+    std: Tensor
+    net: Any  # the package's EfficientNet (untyped)
+
+    def __init__(self, cfg: ExtractorCfg | None = None) -> None:
         super().__init__()
+        cfg = cfg or ExtractorCfg()
         if cfg.stage not in ("blocks", "head"):
             raise ValueError(f"stage must be 'blocks' or 'head', got {cfg.stage!r}")
         if cfg.image_size % 32:

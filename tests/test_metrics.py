@@ -282,11 +282,9 @@ def test_evaluate_command_reports_both_protocols(tmp_path: Path) -> None:
     np.save(tmp_path / "sims.npy", sims)
     result = CliRunner().invoke(
         evaluate_cmd.app,
-        [str(tmp_path / "sims.npy"), "--fold-size", "3", "--out", str(tmp_path / "r.json")],
+        ["sims", str(tmp_path / "sims.npy"), "--fold-size", "3", "--out", str(tmp_path / "r.json")],
     )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["full"]["rsum"] == pytest.approx(evaluate(sims).rsum)
-    assert data["1k"]["rsum"] == pytest.approx(
-        evaluate_1k(sims, fold_size=3, n_folds=2).rsum
-    )
+    assert data["1k"]["rsum"] == pytest.approx(evaluate_1k(sims, fold_size=3, n_folds=2).rsum)

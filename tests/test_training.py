@@ -8,6 +8,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -105,7 +106,7 @@ def test_resume_continues_exactly(folder_data: Path, tmp_path: Path) -> None:
 # --- DDP ----------------------------------------------------------------------------------
 
 
-def _no_dropout_model() -> tuple[torch.nn.Module, object]:
+def _no_dropout_model() -> tuple[Any, Any]:
     cfg = get_model_config("teran-minilm-tiny")
     cfg = dataclasses.replace(cfg, dropout=0.0, vision=dataclasses.replace(cfg.vision, dropout=0.0))
     torch.manual_seed(0)
@@ -118,7 +119,9 @@ def _no_dropout_model() -> tuple[torch.nn.Module, object]:
 def _global_batch(tokenizer) -> PairBatch:
     gen = torch.Generator().manual_seed(5)
     sentences = [
-        f"a {c} {s} next to a {d} square." for c in COLOURS for s, d in zip(SHAPES, COLOURS)
+        f"a {c} {s} next to a {d} square."
+        for c in COLOURS
+        for s, d in zip(SHAPES, COLOURS, strict=False)
     ]
     tokens = tokenizer(sentences[:8])
     n = torch.tensor([5, 9, 3, 7, 9, 2, 6, 8])
@@ -138,7 +141,7 @@ def _slice(batch: PairBatch, rows: slice) -> PairBatch:
     return PairBatch(**{k: v[rows] for k, v in vars(batch).items()})
 
 
-def _grads(task: torch.nn.Module, batch: PairBatch) -> dict[str, torch.Tensor]:
+def _grads(task: Any, batch: PairBatch) -> dict[str, torch.Tensor]:
     task.train()
     inner = task.module if hasattr(task, "module") else task
     inner.model.textual.backbone.eval()

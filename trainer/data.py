@@ -49,9 +49,10 @@ def build_sources(
         train = synthetic_split(
             "train", args.train_images, args.data_seed, cfg, args.cache_dir, args.progress
         )
+        # validation: confusable groups like the test split, from another seed
         val = (
             synthetic_split(
-                "val", args.val_images, args.data_seed, cfg, args.cache_dir, args.progress
+                "test", args.val_images, args.data_seed + 1, cfg, args.cache_dir, args.progress
             )
             if args.val_images
             else None

@@ -1,8 +1,9 @@
-"""Evaluate a similarity matrix with the paper's protocol and write a JSON report.
+"""Evaluate with the paper's protocol and write a JSON report.
 
-`sims.npy` is [n_images, n_captions] with caption j belonging to image j // 5 (any model's
-output, or a published run). With 5,000 images both COCO protocols are reported: 5K and the
-mean over five 1K folds. Relevance files (TERAN's layout, float32 [n_captions, n_images]) add
+`checkpoint`: encode a test split with a checkpoint and evaluate it. `sims`: evaluate a
+precomputed [n_images, n_captions] matrix (caption j belongs to image j // 5), e.g. a
+published run. With 5,000 images both COCO protocols are reported: 5K and the mean over five
+1K folds. Relevance files (TERAN's layout, float32 [n_captions, n_images]) add
 NDCG@25; SPICE relevance needs Stanford CoreNLP, which this platform cannot install, so it is
 read from files the user computed elsewhere.
 """
@@ -16,8 +17,15 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from teran.checkpoint import load_checkpoint
+from teran.config import TeranCfg
+from teran.data.base import RegionCaptions
+from teran.data.bottomup import BottomUpFeatures
+from teran.data.folder import from_path
+from teran.evaluation import evaluate_model
 from teran.metrics import RetrievalMetrics, evaluate, evaluate_1k
 from teran.relevance import Relevance
+from trainer.data import cached_regions, synthetic_split
 
 app = typer.Typer(add_completion=False)
 
@@ -33,8 +41,8 @@ def report(sims: np.ndarray, relevance: Relevance | None, fold_size: int = 1000)
     return out
 
 
-@app.command()
-def main(
+@app.command("sims")
+def sims_command(
     sims: Annotated[Path, typer.Argument(help=".npy similarity matrix [images, captions]")],
     out: Annotated[Path | None, typer.Option(help="JSON report path")] = None,
     rouge: Annotated[Path | None, typer.Option(help="ROUGE-L relevance file")] = None,
@@ -42,9 +50,73 @@ def main(
     fold_size: int = 1000,
 ) -> None:
     matrix = np.load(sims)
+    _write(report(matrix, _relevance(rouge, spice, matrix.shape[1]), fold_size), out)
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder (this project's format)")],
+    dataset: Annotated[str, typer.Option(help="coco, f30k, folder or synthetic")] = "coco",
+    data: Annotated[str | None, typer.Option(help="data root, or captions file for folder")] = None,
+    split: str = "test",
+    features_root: str | None = None,
+    measure: Annotated[str | None, typer.Option(help="default: the model's alignment")] = None,
+    synthetic_images: int = 1000,
+    cache_dir: str = ".cache/teran",
+    out: Annotated[Path | None, typer.Option(help="JSON report path")] = None,
+    rouge: Annotated[Path | None, typer.Option(help="ROUGE-L relevance file")] = None,
+    spice: Annotated[Path | None, typer.Option(help="SPICE relevance file")] = None,
+    fold_size: int = 1000,
+    device: str = "cpu",
+) -> None:
+    model, tokenizer = load_checkpoint(checkpoint)
+    model.to(device)
+    source = test_source(
+        model.cfg, dataset, data, split, features_root, synthetic_images, cache_dir
+    )
+    n_captions = 5 * len(source)
+    result = evaluate_model(
+        model,
+        tokenizer,
+        source,
+        measure,
+        relevance=_relevance(rouge, spice, n_captions),
+        fold_size=fold_size,
+        progress=True,
+    )
+    out_dict = {"checkpoint": str(checkpoint), "dataset": dataset, "split": split}
+    out_dict.update(report(result.sims, _relevance(rouge, spice, n_captions), fold_size))
+    _write(out_dict, out)
+
+
+def test_source(
+    cfg: TeranCfg,
+    dataset: str,
+    data: str | None,
+    split: str,
+    features_root: str | None,
+    synthetic_images: int,
+    cache_dir: str,
+) -> RegionCaptions:
+    """The evaluation split of any supported source."""
+    if dataset == "synthetic":
+        return synthetic_split(split, synthetic_images, 0, cfg, cache_dir, progress=True)
+    if data is None:
+        raise typer.BadParameter(f"--data is required for --dataset {dataset}")
+    if dataset in ("coco", "f30k"):
+        build = BottomUpFeatures.coco if dataset == "coco" else BottomUpFeatures.f30k
+        return build(data, split, features_root=features_root)
+    if dataset == "folder":
+        return cached_regions(from_path(data), cfg, cache_dir, f"folder-{Path(data).stem}")
+    raise typer.BadParameter(f"unknown dataset {dataset!r}")
+
+
+def _relevance(rouge: Path | None, spice: Path | None, n_captions: int) -> Relevance | None:
     files = {k: v for k, v in (("rougeL", rouge), ("spice", spice)) if v is not None}
-    relevance = Relevance.load(files, matrix.shape[1]) if files else None
-    result = report(matrix, relevance, fold_size)
+    return Relevance.load(files, n_captions) if files else None
+
+
+def _write(result: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     if out is not None:
         out.write_text(text + "\n")

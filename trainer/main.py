@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if recipe.freeze_backbone
         else None
     )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         pairs,
         num_replicas=info.world_size,
         rank=info.rank,

@@ -35,7 +35,7 @@ class RegionCache(RegionCaptions):
     ) -> None:
         self.source = source
         self.folder = Path(folder)
-        meta = {
+        meta: dict[str, object] = {
             "extractor": asdict(extractor.cfg),
             "image_ids": [source.image_id(i) for i in range(len(source))],
         }

@@ -1,0 +1,94 @@
+"""Export a checkpoint to a Triton model repository (ONNX encoders, config.pbtxt, manifest).
+
+    python -m trainer.export CHECKPOINT_DIR REPO_DIR [--backend python|onnxruntime] [--version 1]
+        [--pixels/--no-pixels] [--gpu] [--check/--no-check]
+
+The pixels model uses the grid extractor from the checkpoint's `meta.extractor` (ExtractorCfg
+fields) or the default one; it is skipped, with a message, when that extractor's feature width
+is not the model's `vision.feat_dim` (e.g. a model trained on 2048-d detector regions).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from teran.checkpoint import load_checkpoint, read_header
+from teran.export import ONNX_FILE, check_parity
+from teran.model import Teran
+from teran.regions import ExtractorCfg, GridRegionExtractor
+from teran.triton_repo import MANIFEST_FILE, build_repository
+
+app = typer.Typer(add_completion=False)
+
+
+class Backend(str, Enum):
+    python = "python"
+    onnxruntime = "onnxruntime"
+
+
+def pick_extractor(model: Teran, meta: dict[str, Any]) -> tuple[GridRegionExtractor | None, str]:
+    """The extractor matching the checkpoint, or None with the reason it does not fit."""
+    cfg = ExtractorCfg(**meta.get("extractor", {}))
+    extractor = GridRegionExtractor(cfg)
+    if extractor.feat_dim != model.cfg.vision.feat_dim:
+        return None, (
+            f"pixels model skipped: {cfg.variant} ({cfg.stage}) gives {extractor.feat_dim}-d "
+            f"features, the model reads vision.feat_dim={model.cfg.vision.feat_dim}"
+        )
+    return (
+        extractor,
+        f"pixels model: {cfg.variant} ({cfg.stage}), {extractor.grid}x{extractor.grid}",
+    )
+
+
+@app.command()
+def main(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder (teran_config.json)")],
+    repo: Annotated[Path, typer.Argument(help="Triton model repository to write into")],
+    backend: Annotated[
+        Backend, typer.Option(help="python: any Triton (CPU); onnxruntime: NVIDIA's images")
+    ] = Backend.python,
+    version: Annotated[int, typer.Option(min=1, help="model version folder to write")] = 1,
+    pixels: Annotated[bool, typer.Option(help="also export the pixels-to-vectors model")] = True,
+    gpu: Annotated[bool, typer.Option(help="KIND_GPU instances (onnxruntime only)")] = False,
+    check: Annotated[bool, typer.Option(help="compare ONNX with PyTorch after export")] = True,
+) -> None:
+    header = read_header(checkpoint)
+    meta: dict[str, Any] = dict(header.get("meta") or {})
+    model, tokenizer = load_checkpoint(checkpoint)
+    extractor = None
+    if pixels:
+        extractor, message = pick_extractor(model, meta)
+        typer.echo(message)
+    folders = build_repository(
+        model,
+        repo,
+        extractor=extractor,
+        backend=backend.value,
+        version=version,
+        gpu=gpu,
+        meta={"path": str(checkpoint.resolve()), "meta": meta},
+    )
+    if check:
+        files = {name: folder / str(version) / ONNX_FILE for name, folder in folders.items()}
+        report = check_parity(model, files, tokenizer, extractor)
+        typer.echo(
+            "parity (max |ONNX - PyTorch|): "
+            + ", ".join(f"{name} {diff:.1e}" for name, diff in report.items())
+        )
+    typer.echo(
+        f"wrote {', '.join(sorted(folders))} (version {version}, {backend.value} backend) and "
+        f"{MANIFEST_FILE} to {repo}"
+    )
+
+
+def cli() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    cli()
