@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint fmt refcheck bench bench-scorer clean
+.PHONY: install demo test lint fmt refcheck protos bench bench-scorer bench-quality clean
 
 install: $(STAMP)
 
@@ -39,10 +39,17 @@ fmt: $(STAMP)
 refcheck: $(STAMP)
 	$(PY) -m trainer.refcheck $(FIXTURE)
 
-bench: bench-scorer
+# gRPC contracts -> teran/v1/*_pb2*.py (committed; tests check they are up to date)
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
+
+bench: bench-scorer bench-quality
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
+
+bench-quality: $(STAMP)
+	$(PY) -m benchmarks.bench_quality --out benchmarks/results/quality.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

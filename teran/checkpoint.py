@@ -21,11 +21,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from teran.backbone import backbone_config, backbone_from_config, resolve_backbone
+from teran.backbone import (
+    BUNDLED_BACKBONES,
+    backbone_config,
+    backbone_from_config,
+    load_backbone,
+    resolve_backbone,
+)
 from teran.config import TeranCfg, TextCfg, TrainRecipe, VisionCfg
 from teran.model import Teran
 from teran.tokenizer import SentenceTokenizer
 
+_BACKBONE_PREFIX = "textual.backbone."
 FORMAT = "teran-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "teran_config.json"
@@ -38,18 +45,32 @@ def save_checkpoint(
     tokenizer: SentenceTokenizer,
     folder: str | Path,
     meta: dict[str, Any] | None = None,
+    bundled_backbone: bool = False,
 ) -> Path:
-    """Write `model` and `tokenizer` as a self-contained checkpoint folder."""
+    """Write `model` and `tokenizer` as a checkpoint folder.
+
+    With `bundled_backbone`, a model whose backbone is an unmodified bundled one (e.g. trained
+    with it frozen) stores only its own weights; the backbone and tokenizer are read from the
+    package at load time. That keeps a small model's checkpoint at a few megabytes.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    backbone_source = None
+    if bundled_backbone:
+        backbone_source = model.cfg.text.backbone
+        if backbone_source not in BUNDLED_BACKBONES:
+            raise ValueError(f"text.backbone {backbone_source!r} is not a bundled backbone")
+        state = {k: v for k, v in state.items() if not k.startswith(_BACKBONE_PREFIX)}
+    else:
+        tokenizer.save(folder / TOKENIZER_DIR)
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
-    tokenizer.save(folder / TOKENIZER_DIR)
     header = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": model.cfg.to_dict(),
         "backbone": model.textual.backbone.config.to_dict(),
+        "bundled_backbone": backbone_source,
         "meta": meta or {},
     }
     (folder / CONFIG_FILE).write_text(json.dumps(header, indent=2, default=str) + "\n")
@@ -74,9 +95,20 @@ def load_checkpoint(folder: str | Path) -> tuple[Teran, SentenceTokenizer]:
     folder = Path(folder)
     header = read_header(folder)
     cfg = TeranCfg.from_dict(header["model"])
-    model = Teran(cfg, backbone_from_config(header["backbone"]))
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-    return model.eval(), SentenceTokenizer(folder / TOKENIZER_DIR, cfg.text.max_tokens)
+    weights = load_file(str(folder / WEIGHTS_FILE))
+    bundled = header.get("bundled_backbone")
+    if bundled:
+        backbone_dir = resolve_backbone(bundled)
+        model = Teran(cfg, load_backbone(backbone_dir, cfg.text.layers, pretrained=True))
+        weights.update(
+            {k: v for k, v in model.state_dict().items() if k.startswith(_BACKBONE_PREFIX)}
+        )
+        tokenizer_dir = backbone_dir
+    else:
+        model = Teran(cfg, backbone_from_config(header["backbone"]))
+        tokenizer_dir = folder / TOKENIZER_DIR
+    model.load_state_dict(weights, strict=True)
+    return model.eval(), SentenceTokenizer(tokenizer_dir, cfg.text.max_tokens)
 
 
 # --- reference checkpoints -----------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -108,3 +109,23 @@ def test_arbitrary_pickles_are_refused_unless_trusted(reference_dir: Path, tmp_p
 def test_not_a_checkpoint_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"teran_config\.json"):
         load_checkpoint(tmp_path)
+
+
+def test_bundled_backbone_checkpoint_is_small_and_equal(
+    tiny_minilm: tuple[Any, Any], tmp_path: Path
+) -> None:
+    model, tokenizer = tiny_minilm
+    save_checkpoint(model, tokenizer, tmp_path / "full")
+    save_checkpoint(model, tokenizer, tmp_path / "small", bundled_backbone=True)
+    full = (tmp_path / "full" / "model.safetensors").stat().st_size
+    small = (tmp_path / "small" / "model.safetensors").stat().st_size
+    assert small < full / 3
+    assert not (tmp_path / "small" / "tokenizer").exists()
+    loaded, loaded_tok = load_checkpoint(tmp_path / "small")
+    batch = loaded_tok(["a red circle left of a blue square."])
+    with torch.no_grad():
+        a = model.encode_text(batch.ids, batch.lengths).tokens
+        b = loaded.encode_text(batch.ids, batch.lengths).tokens
+    assert torch.equal(a, b)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key

@@ -288,3 +288,20 @@ def test_evaluate_command_reports_both_protocols(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["full"]["rsum"] == pytest.approx(evaluate(sims).rsum)
     assert data["1k"]["rsum"] == pytest.approx(evaluate_1k(sims, fold_size=3, n_folds=2).rsum)
+
+
+def test_relevance_matrix_equals_rouge_score_cell_by_cell() -> None:
+    """The bit-parallel LCS gives rouge-score's values, including captions over 64 tokens."""
+    from teran.relevance import compute_rouge_relevance, make_rouge_scorer, rouge_l
+
+    rng = np.random.default_rng(3)
+    words = ["a", "red", "blue", "circle", "square", "left", "of", "above", "the", "dog"]
+    captions = [" ".join(rng.choice(words, size=int(rng.integers(1, 14)))) + "." for _ in range(40)]
+    captions[5] = " ".join(rng.choice(words, size=150)) + "."
+    captions[12] = " ".join(rng.choice(words, size=70))
+    rel = compute_rouge_relevance(captions)
+    scorer = make_rouge_scorer()
+    for q, caption in enumerate(captions):
+        for j in range(8):
+            expected = rouge_l(caption, captions[5 * j : 5 * j + 5], scorer)
+            assert rel[q, j] == pytest.approx(expected, abs=1e-6), (q, j)

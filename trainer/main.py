@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from teran.backbone import BUNDLED_BACKBONES
 from teran.checkpoint import load_checkpoint, save_checkpoint
 from teran.config import TeranCfg, TrainRecipe
 from teran.data.pairs import CaptionPairs
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = recipe_from_args(cfg.train, args)
     cfg.train = recipe
     measure = args.measure or cfg.alignment
+    # a frozen bundled backbone is not stored in every checkpoint: the package holds it
+    compact = recipe.freeze_backbone and cfg.text.backbone in BUNDLED_BACKBONES
     model.to(device)
 
     train_src, val_src = build_sources(args, cfg)
@@ -181,14 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rsum = result.metrics.rsum
                 if rsum > state.best_rsum:
                     state.best_rsum = rsum
-                    save_checkpoint(model, tokenizer, out / "best", {**meta, "rsum": rsum})
+                    save_checkpoint(model, tokenizer, out / "best", {**meta, "rsum": rsum}, compact)
             with (out / "val.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(
                 json.dumps({k: v for k, v in record.items() if k != "val"})
                 + (f" val rsum {record['val']['rsum']:.1f}" if "val" in record else "")
             )
-            save_checkpoint(model, tokenizer, out / "last", meta)
+            save_checkpoint(model, tokenizer, out / "last", meta, compact)
             save_train_state(state_path, state, optimizer, schedule)
         if info.enabled:
             torch.distributed.barrier()

@@ -1,0 +1,1 @@
+"""Generated gRPC contracts of package teran.v1 (from protos/ by `make protos`)."""
