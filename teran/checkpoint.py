@@ -111,6 +111,15 @@ def load_checkpoint(folder: str | Path) -> tuple[Teran, SentenceTokenizer]:
     return model.eval(), SentenceTokenizer(tokenizer_dir, cfg.text.max_tokens)
 
 
+def load_tokenizer(folder: str | Path) -> SentenceTokenizer:
+    """Only the tokenizer of a checkpoint (services that send the model's math elsewhere)."""
+    header = read_header(folder)
+    cfg = TeranCfg.from_dict(header["model"])
+    bundled = header.get("bundled_backbone")
+    source = resolve_backbone(bundled) if bundled else Path(folder) / TOKENIZER_DIR
+    return SentenceTokenizer(source, cfg.text.max_tokens)
+
+
 # --- reference checkpoints -----------------------------------------------------------------
 
 _REF_PREFIX = "img_txt_enc."
@@ -271,3 +280,14 @@ def import_reference_checkpoint(
     model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
     report = ImportReport(source=path, backbone=folder, mapped=len(mapped), ignored=ignored)
     return model.eval(), SentenceTokenizer(folder, cfg.text.max_tokens), report
+
+
+def model_version(folder: str | Path) -> str:
+    """A short identifier of a checkpoint's weights: stored vectors are tied to it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with (Path(folder) / WEIGHTS_FILE).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]

@@ -89,20 +89,23 @@ class GridRegionExtractor(nn.Module):
         return grid_boxes(self.grid)
 
     def preprocess(self, images: Sequence[Image.Image]) -> Tensor:
-        """RGB images -> [B, 3, S, S] in [0, 1], resized (aspect ratio not kept: boxes are
-        fractions of the original image either way)."""
-        side = self.cfg.image_size
-        arrays = [
-            np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
-            for im in images
-        ]
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return batch.float().div_(255.0)
+        return to_pixels(images, self.cfg.image_size)
 
     @torch.no_grad()
     def extract(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         """Images -> (features [B, G*G, F], boxes [G*G, 4])."""
         return self(self.preprocess(images)), self.boxes()
+
+
+def to_pixels(images: Sequence[Image.Image], side: int) -> Tensor:
+    """RGB images -> [B, 3, side, side] in [0, 1], resized (the aspect ratio is not kept: boxes
+    are fractions of the original image either way)."""
+    arrays = [
+        np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
+        for im in images
+    ]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return batch.float().div_(255.0)
 
 
 def grid_boxes(grid: int) -> Tensor:

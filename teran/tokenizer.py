@@ -11,6 +11,15 @@ from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 
+class SentenceError(ValueError):
+    """A sentence the tokenizer refuses, with its index in the batch."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        super().__init__(f"sentences[{index}] {problem}")
+        self.index = index
+        self.problem = problem
+
+
 @dataclass
 class TokenBatch:
     ids: Tensor
@@ -43,12 +52,11 @@ class SentenceTokenizer:
         rows: list[list[int]] = []
         for index, (sentence, ids) in enumerate(zip(sentences, encoded, strict=True)):
             if not sentence.strip():
-                raise ValueError(f"sentences[{index}] is empty")
+                raise SentenceError(index, "is empty")
             if len(ids) > self.max_tokens:
                 if not truncate:
-                    raise ValueError(
-                        f"sentences[{index}] has {len(ids)} tokens, more than max_tokens="
-                        f"{self.max_tokens}"
+                    raise SentenceError(
+                        index, f"has {len(ids)} tokens, more than max_tokens={self.max_tokens}"
                     )
                 ids = [*ids[: self.max_tokens - 1], ids[-1]]
             rows.append(ids)

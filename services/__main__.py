@@ -1,0 +1,3 @@
+from services.main import app_cli
+
+app_cli()

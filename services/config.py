@@ -1,0 +1,139 @@
+"""One configuration for every deployment mode: a YAML file, overridden by environment variables.
+
+`target: all` runs every service in one process with the embedded store and in-process
+inference; `target: ranker` (etc.) runs one service and reaches its peers over gRPC. The mode is
+configuration, not a fork: the same sections feed the same code paths.
+
+Environment variables use the prefix `TERAN_` and `__` between sections, e.g.
+`TERAN_COMMON__STORE__URL=http://qdrant:6333` or `TERAN_TARGET=ranker`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+TARGETS = ("all", "image_encoder", "text_encoder", "ranker")
+
+
+class ServerCfg(BaseModel):
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="None: no /metrics")
+    shutdown_grace_s: float = Field(5.0, ge=0)
+    max_message_mb: int = Field(32, ge=1, le=512)
+
+
+class ModelCfg(BaseModel):
+    checkpoint: Path | None = None
+    """This project's checkpoint folder (in-process inference, tokenizer, model version)."""
+    repository: Path | None = None
+    """A Triton model repository exported by `trainer.export` (Triton inference)."""
+
+
+class InferenceCfg(BaseModel):
+    backend: Literal["inprocess", "triton"] = "inprocess"
+    triton_url: str = "127.0.0.1:8001"
+    max_batch: int = Field(32, ge=1, le=1024)
+    max_delay_ms: float = Field(5.0, ge=0, le=1000)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class StoreCfg(BaseModel):
+    kind: Literal["edge", "qdrant"] = "edge"
+    path: Path = Path("data/store")
+    """edge: the embedded engine's folder."""
+    url: str | None = None
+    """qdrant: server or cluster URL; None with kind=qdrant uses local mode under `path`."""
+    api_key: str | None = None
+
+
+class CommonCfg(BaseModel):
+    model: ModelCfg = ModelCfg()
+    inference: InferenceCfg = InferenceCfg()
+    store: StoreCfg = StoreCfg()
+
+
+class ImageEncoderCfg(BaseModel):
+    max_image_bytes: int = Field(16 << 20, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_regions: int = Field(100, ge=1)
+    max_in_flight: int = Field(512, ge=1)
+
+
+class TextEncoderCfg(BaseModel):
+    max_sentences: int = Field(64, ge=1)
+
+
+class RankerCfg(BaseModel):
+    candidates: int = Field(100, ge=1, le=10_000)
+    """Images fetched from the store's MaxSim before the exact re-score."""
+    max_top_k: int = Field(100, ge=1)
+    max_offset: int = Field(1000, ge=0)
+    image_encoder_url: str | None = None
+    """Peer address when the ranker runs alone (images as queries)."""
+    text_encoder_url: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TERAN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    target: str = "all"
+    server: ServerCfg = ServerCfg()
+    common: CommonCfg = CommonCfg()
+    image_encoder: ImageEncoderCfg = ImageEncoderCfg()
+    text_encoder: TextEncoderCfg = TextEncoderCfg()
+    ranker: RankerCfg = RankerCfg()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        model = self.common.model
+        if model.checkpoint is None and model.repository is None:
+            raise ValueError("common.model needs a checkpoint or a repository")
+        if self.common.inference.backend == "inprocess" and model.checkpoint is None:
+            raise ValueError("in-process inference needs common.model.checkpoint")
+        if self.target == "ranker" and not self.ranker.text_encoder_url:
+            raise ValueError("target ranker needs ranker.text_encoder_url")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # precedence: explicit arguments, then environment, then the YAML file
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+        return tuple(sources)
+
+
+_yaml_file: Path | None = None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (YAML), the environment and `overrides`, validated."""
+    global _yaml_file
+    _yaml_file = Path(path) if path is not None else None
+    if _yaml_file is not None and not _yaml_file.is_file():
+        raise FileNotFoundError(f"config file {_yaml_file} does not exist")
+    try:
+        return Settings(**overrides)
+    finally:
+        _yaml_file = None

@@ -1,0 +1,81 @@
+"""Domain errors and their gRPC status codes, so servicers only map proto to domain.
+
+Every error names the request field at fault; servicers never let another exception escape
+as a crash (those become INTERNAL with a generic message and are logged).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from services.inference.base import InferenceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(ServiceError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class Unavailable(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status for an exception raised while serving a request."""
+    if isinstance(err, ServiceError):
+        return err.code, err.message
+    if isinstance(err, InferenceUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"inference: {err}"
+    from services.store.base import StoreUnavailable
+
+    if isinstance(err, StoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"vector store: {err}"
+    log.exception("unexpected error", exc_info=err)
+    return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grpc_errors(method: F) -> F:
+    """Servicer method decorator: domain errors -> the matching status, never a crash."""
+
+    @functools.wraps(method)
+    def wrapped(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as err:
+            code, message = status_of(err)
+            context.abort(code, message)
+
+    return wrapped  # type: ignore[return-value]

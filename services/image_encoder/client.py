@@ -1,0 +1,48 @@
+"""The ImageEncoder service's EncodeImage seen through gRPC, for a ranker running alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from services.convert import from_matrix
+from services.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from services.image_encoder.encoding import EncodedImage
+from services.metrics import timed
+from teran.v1 import image_encoder_pb2 as pb
+from teran.v1 import image_encoder_pb2_grpc as pb_grpc
+
+
+class ImageEncoderClient:
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.ImageEncoderStub(self.channel)
+        self.address = address
+        self.timeout_s = timeout_s
+
+    def encode_query(self, source: str, message: Any, field: str) -> EncodedImage:
+        request = pb.EncodeImageRequest(**{source: getattr(message, source)})
+        try:
+            with timed("image_encoder", "EncodeImage"):
+                response = self.stub.EncodeImage(request, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            code, details = err.code(), err.details() or ""
+            problem = details.split(": ", 1)[-1]
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(f"{field}.{source}", problem) from err
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise ResourceExhausted(f"{field}.{source}", problem) from err
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"image encoder at {self.address}: {details}") from err
+            raise ServiceError(f"image encoder at {self.address}: {code.name} {details}") from err
+        boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in response.boxes], dtype=np.float32)
+        return EncodedImage(
+            regions=from_matrix(response.regions, "regions"),
+            boxes=boxes.reshape(-1, 4),
+            global_vector=from_matrix(getattr(response, "global"), "global")[0],
+        )
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,135 @@
+"""Images to region embeddings: decode and check here, run the image model on the backend.
+
+Pictures go through the built-in grid extractor (inside the exported pixels model); precomputed
+region features (e.g. bottom-up attention) go through the features model. Both give the same
+thing: region vectors in the common space, their boxes, and the image-level vector.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from services.config import ImageEncoderCfg
+from services.convert import from_boxes, from_matrix
+from services.errors import InvalidArgument, ResourceExhausted
+from services.inference.base import InferenceBackend
+from teran.regions import to_pixels
+from teran.v1 import common_pb2
+
+
+@dataclass
+class EncodedImage:
+    regions: np.ndarray
+    """[R, D] region vectors (CLS slot excluded), L2-normalised."""
+    boxes: np.ndarray
+    """[R, 4] fractions of the image size."""
+    global_vector: np.ndarray
+    """[D] the CLS slot."""
+
+
+@dataclass
+class ImageInput:
+    """One checked input: either a decoded picture or precomputed regions."""
+
+    picture: Image.Image | None = None
+    features: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    size_bytes: int = 0
+
+
+class ImageEncoding:
+    """The image side of the platform, used by the ImageEncoder service and the ranker."""
+
+    def __init__(self, backend: InferenceBackend, cfg: ImageEncoderCfg) -> None:
+        self.backend = backend
+        self.cfg = cfg
+
+    def decode(self, data: bytes, field: str) -> ImageInput:
+        """Bytes -> RGB picture, refusing empty, oversized, bomb and undecodable inputs."""
+        if not data:
+            raise InvalidArgument(field, "empty image")
+        if len(data) > self.cfg.max_image_bytes:
+            raise ResourceExhausted(
+                field, f"{len(data)} bytes, more than the limit of {self.cfg.max_image_bytes}"
+            )
+        if self.backend.info.image_size is None:
+            raise InvalidArgument(field, "this model reads precomputed regions only, not pictures")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                picture = Image.open(io.BytesIO(data))
+                width, height = picture.size
+                if width * height > self.cfg.max_pixels:
+                    raise ResourceExhausted(
+                        field,
+                        f"{width}x{height} pixels, more than the limit of {self.cfg.max_pixels}",
+                    )
+                picture = picture.convert("RGB")  # decodes: errors surface here
+        except ResourceExhausted:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ResourceExhausted(field, f"decompression bomb refused: {err}") from err
+        except Exception as err:  # PIL raises many types for bad data
+            raise InvalidArgument(field, f"cannot decode image: {err}") from err
+        return ImageInput(picture=picture, size_bytes=len(data))
+
+    def regions_input(self, regions: common_pb2.RegionFeatures, field: str) -> ImageInput:
+        features = from_matrix(regions.features, f"{field}.features")
+        if features.shape[1] != self.backend.info.feat_dim:
+            raise InvalidArgument(
+                f"{field}.features",
+                f"{features.shape[1]} values per region, the model reads "
+                f"{self.backend.info.feat_dim}",
+            )
+        if features.shape[0] > self.cfg.max_regions:
+            raise InvalidArgument(
+                f"{field}.features", f"{features.shape[0]} regions, at most {self.cfg.max_regions}"
+            )
+        boxes = from_boxes(regions.boxes, features.shape[0], f"{field}.boxes")
+        return ImageInput(features=features, boxes=boxes, size_bytes=features.nbytes)
+
+    def read(self, source: str, message: Any, field: str) -> ImageInput:
+        """The `image` or `regions` member of a request or stream item, checked."""
+        if source == "image":
+            return self.decode(message.image, f"{field}.image")
+        if source == "regions":
+            return self.regions_input(message.regions, f"{field}.regions")
+        raise InvalidArgument(field, "set image or regions")
+
+    def encode_query(self, source: str, message: Any, field: str) -> EncodedImage:
+        return self.encode([self.read(source, message, field)])[0]
+
+    def encode(self, inputs: Sequence[ImageInput]) -> list[EncodedImage]:
+        """Checked inputs -> embeddings, pictures and feature sets each in one model call."""
+        out: list[EncodedImage | None] = [None] * len(inputs)
+        pictures = [i for i, x in enumerate(inputs) if x.picture is not None]
+        regions = [i for i, x in enumerate(inputs) if x.picture is None]
+        if pictures:
+            size = self.backend.info.image_size
+            assert size is not None
+            pixels = to_pixels([inputs[i].picture for i in pictures], size).numpy()  # type: ignore[misc]
+            slots, boxes = self.backend.encode_pixels(pixels)
+            for row, i in enumerate(pictures):
+                out[i] = EncodedImage(slots[row, 1:], boxes[row], slots[row, 0])
+        if regions:
+            width = max(len(inputs[i].features) for i in regions)  # type: ignore[arg-type]
+            feat_dim = self.backend.info.feat_dim
+            feats = np.zeros((len(regions), width, feat_dim), dtype=np.float32)
+            boxes_in = np.zeros((len(regions), width, 4), dtype=np.float32)
+            counts = np.zeros(len(regions), dtype=np.int64)
+            for row, i in enumerate(regions):
+                f, b = inputs[i].features, inputs[i].boxes
+                assert f is not None and b is not None
+                feats[row, : len(f)], boxes_in[row, : len(b)], counts[row] = f, b, len(f)
+            slots = self.backend.encode_regions(feats, boxes_in, counts)
+            for row, i in enumerate(regions):
+                n = int(counts[row])
+                out[i] = EncodedImage(slots[row, 1 : n + 1], boxes_in[row, :n], slots[row, 0])
+        return [e for e in out if e is not None]

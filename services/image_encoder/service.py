@@ -1,0 +1,138 @@
+"""The ImageEncoder gRPC service: streaming ingestion into the store, and one-off encoding.
+
+Ingest reads the client's stream on its own thread and processes whatever has arrived, up to a
+chunk, as one model call and one store write; results go back in the order items came. An item
+is acknowledged as stored only after the store's write returned (durable), so a client that saw
+`stored = true` never loses that item; a bad item fails alone and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from services.convert import from_struct, to_boxes, to_matrix
+from services.errors import InvalidArgument, grpc_errors, status_of
+from services.image_encoder.encoding import ImageEncoding, ImageInput
+from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
+from services.store.base import StoredImage, VectorStore
+from teran.v1 import image_encoder_pb2 as pb
+from teran.v1 import image_encoder_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["ImageEncoder"].full_name
+RESERVED_PREFIX = "_"
+_END = object()
+
+
+class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
+    def __init__(
+        self,
+        encoding: ImageEncoding,
+        store: VectorStore,
+        model_version: str,
+        chunk: int = 16,
+        max_in_flight: int = 512,
+    ) -> None:
+        self.encoding = encoding
+        self.store = store
+        self.model_version = model_version
+        self.chunk = chunk
+        self.max_in_flight = max_in_flight
+
+    @grpc_errors
+    def EncodeImage(
+        self, request: pb.EncodeImageRequest, context: grpc.ServicerContext
+    ) -> pb.EncodeImageResponse:
+        item = self.encoding.read(request.WhichOneof("source") or "", request, "request")
+        encoded = self.encoding.encode([item])[0]
+        return pb.EncodeImageResponse(
+            regions=to_matrix(encoded.regions),
+            boxes=to_boxes(encoded.boxes),
+            model_version=self.model_version,
+            **{"global": to_matrix(encoded.global_vector[None])},
+        )
+
+    def Ingest(
+        self, request_iterator: Iterator[pb.IngestItem], context: grpc.ServicerContext
+    ) -> Iterator[pb.IngestResult]:
+        inbox: queue.Queue[Any] = queue.Queue(maxsize=self.max_in_flight)
+
+        def read() -> None:
+            try:
+                for message in request_iterator:
+                    inbox.put(message)
+            except Exception as err:  # the client cancelled or broke the stream
+                log.debug("ingest stream ended: %s", err)
+            finally:
+                inbox.put(_END)
+
+        threading.Thread(target=read, name="ingest-reader", daemon=True).start()
+        index = 0
+        done = False
+        while not done:
+            messages = [inbox.get()]
+            while len(messages) < self.chunk:
+                try:
+                    messages.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if messages[-1] is _END:
+                messages.pop()
+                done = True
+            if messages:
+                yield from self._ingest_chunk(messages, index)
+                index += len(messages)
+
+    def _ingest_chunk(self, messages: list[pb.IngestItem], first: int) -> list[pb.IngestResult]:
+        results: list[pb.IngestResult | None] = [None] * len(messages)
+        accepted: list[tuple[int, ImageInput]] = []
+        for k, message in enumerate(messages):
+            field = f"items[{first + k}]"
+            try:
+                if not message.id or len(message.id) > 256:
+                    raise InvalidArgument(f"{field}.id", "ids must be 1..256 characters")
+                payload = from_struct(message.payload)
+                bad = [key for key in payload if key.startswith(RESERVED_PREFIX)]
+                if bad:
+                    raise InvalidArgument(f"{field}.payload", f"reserved key {bad[0]!r}")
+                source = message.WhichOneof("source") or ""
+                accepted.append((k, self.encoding.read(source, message, field)))
+            except Exception as err:
+                results[k] = _failure(message.id, err)
+        if accepted:
+            try:
+                encoded = self.encoding.encode([x for _, x in accepted])
+                stored = [
+                    StoredImage(
+                        id=messages[k].id,
+                        regions=e.regions,
+                        boxes=e.boxes,
+                        uri=messages[k].uri,
+                        payload=from_struct(messages[k].payload),
+                    )
+                    for (k, _), e in zip(accepted, encoded, strict=True)
+                ]
+                with timed("store", "upsert_images"):
+                    self.store.upsert_images(stored)
+                for (k, item), e in zip(accepted, encoded, strict=True):
+                    results[k] = pb.IngestResult(
+                        id=messages[k].id, stored=True, code=0, regions=len(e.regions)
+                    )
+                    INGESTED_ITEMS.labels("stored").inc()
+                    INGESTED_BYTES.inc(item.size_bytes)
+            except Exception as err:  # model or store failed: none of these items is stored
+                for k, _ in accepted:
+                    results[k] = _failure(messages[k].id, err)
+        return [r for r in results if r is not None]
+
+
+def _failure(item_id: str, err: BaseException) -> pb.IngestResult:
+    code, message = status_of(err)
+    INGESTED_ITEMS.labels("failed").inc()
+    return pb.IngestResult(id=item_id, stored=False, code=code.value[0], message=message)

@@ -1,0 +1,199 @@
+"""Modules and targets: what a process builds for `--target all` or for one service.
+
+Each module has a name, the modules it needs and an init function; a target is a set of
+user-facing modules. Modules start in dependency order and stop in reverse. Peers are reached
+through client modules (`text`, `images`): in-process objects when the peer's service runs in
+this process, gRPC clients otherwise, so the ranker's code is the same in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.config import Settings
+from services.server import GrpcServer
+
+log = logging.getLogger(__name__)
+
+INFERENCE = "inference"
+STORE = "store"
+TEXT = "text"
+IMAGES = "images"
+TEXT_ENCODER = "text_encoder"
+IMAGE_ENCODER = "image_encoder"
+RANKER = "ranker"
+ALL = "all"
+
+TARGETS: dict[str, tuple[str, ...]] = {
+    ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER),
+    TEXT_ENCODER: (TEXT_ENCODER,),
+    IMAGE_ENCODER: (IMAGE_ENCODER,),
+    RANKER: (RANKER,),
+}
+
+
+@dataclass
+class Module:
+    name: str
+    init: Callable[[App], Any]
+    deps: tuple[str, ...] = ()
+    stop: Callable[[Any], None] | None = None
+
+
+@dataclass
+class App:
+    """A process: its settings, its gRPC server and the modules it started."""
+
+    settings: Settings
+    server: GrpcServer
+    components: dict[str, Any] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return TARGETS[self.settings.target]
+
+    def hosts(self, service: str) -> bool:
+        return service in self.services
+
+
+# --- init functions ----------------------------------------------------------------------
+
+
+def _inference(app: App) -> Any:
+    from services.inference.factory import build_backend
+
+    return build_backend(app.settings.common)
+
+
+def _store(app: App) -> Any:
+    from services.store.factory import build_store
+
+    info = app.components[INFERENCE].info
+    return build_store(app.settings.common.store, info.version, info.embed_dim)
+
+
+def _text(app: App) -> Any:
+    from services.text_encoder.client import TextEncoderClient
+    from services.text_encoder.encoding import TextEncoding
+    from teran.checkpoint import load_tokenizer
+
+    if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
+        inference = app.components[INFERENCE]
+        checkpoint = app.settings.common.model.checkpoint
+        tokenizer = load_tokenizer(checkpoint)
+        return TextEncoding(inference, tokenizer, app.settings.text_encoder.max_sentences)
+    return TextEncoderClient(app.settings.ranker.text_encoder_url)
+
+
+def _images(app: App) -> Any:
+    from services.image_encoder.client import ImageEncoderClient
+    from services.image_encoder.encoding import ImageEncoding
+
+    if app.hosts(IMAGE_ENCODER) or app.settings.ranker.image_encoder_url is None:
+        return ImageEncoding(app.components[INFERENCE], app.settings.image_encoder)
+    return ImageEncoderClient(app.settings.ranker.image_encoder_url)
+
+
+def _text_encoder(app: App) -> Any:
+    from services.text_encoder.service import SERVICE, TextEncoderServicer
+    from teran.v1 import text_encoder_pb2_grpc
+
+    servicer = TextEncoderServicer(app.components[TEXT], app.components[INFERENCE].info.version)
+    text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(servicer, app.server.server)
+    app.server.add_service(SERVICE)
+    return servicer
+
+
+def _image_encoder(app: App) -> Any:
+    from services.image_encoder.service import SERVICE, ImageEncoderServicer
+    from teran.v1 import image_encoder_pb2_grpc
+
+    servicer = ImageEncoderServicer(
+        app.components[IMAGES],
+        app.components[STORE],
+        app.components[INFERENCE].info.version,
+        max_in_flight=app.settings.image_encoder.max_in_flight,
+    )
+    image_encoder_pb2_grpc.add_ImageEncoderServicer_to_server(servicer, app.server.server)
+    app.server.add_service(SERVICE)
+    return servicer
+
+
+def _ranker(app: App) -> Any:
+    from services.ranker.search import Ranker
+    from services.ranker.service import SERVICE, RankerServicer
+    from teran.v1 import ranker_pb2_grpc
+
+    cfg = app.settings.ranker
+    ranker = Ranker(
+        app.components[STORE], app.components[TEXT], cfg.candidates, cfg.max_top_k, cfg.max_offset
+    )
+    servicer = RankerServicer(
+        ranker, app.components[IMAGES], app.components[INFERENCE].info.version
+    )
+    ranker_pb2_grpc.add_RankerServicer_to_server(servicer, app.server.server)
+    app.server.add_service(SERVICE)
+    return servicer
+
+
+def _close(component: Any) -> None:
+    close = getattr(component, "close", None)
+    if close is not None:
+        close()
+
+
+MODULES: dict[str, Module] = {
+    m.name: m
+    for m in (
+        Module(INFERENCE, _inference, stop=_close),
+        Module(STORE, _store, (INFERENCE,), stop=_close),
+        Module(TEXT, _text, (INFERENCE,), stop=_close),
+        Module(IMAGES, _images, (INFERENCE,), stop=_close),
+        Module(TEXT_ENCODER, _text_encoder, (TEXT, INFERENCE)),
+        Module(IMAGE_ENCODER, _image_encoder, (IMAGES, STORE, INFERENCE)),
+        Module(RANKER, _ranker, (STORE, TEXT, IMAGES, INFERENCE)),
+    )
+}
+
+
+def resolve(targets: tuple[str, ...]) -> list[str]:
+    """Modules to start for `targets`, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        for dep in MODULES[name].deps:
+            visit(dep)
+        order.append(name)
+
+    for target in targets:
+        visit(target)
+    return order
+
+
+def start_modules(app: App) -> None:
+    """Init every module the target needs; on failure stop what started, then re-raise."""
+    try:
+        for name in resolve(app.services):
+            log.info("starting module %s", name)
+            app.components[name] = MODULES[name].init(app)
+            app.order.append(name)
+    except BaseException:
+        stop_modules(app)
+        raise
+
+
+def stop_modules(app: App) -> None:
+    for name in reversed(app.order):
+        stop = MODULES[name].stop
+        if stop is not None:
+            try:
+                stop(app.components[name])
+            except Exception:
+                log.exception("stopping module %s failed", name)
+    app.order.clear()

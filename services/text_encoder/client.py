@@ -1,0 +1,50 @@
+"""The TextEncoder service seen through gRPC, with the in-process `TextEncoding` interface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from services.convert import from_matrix
+from services.errors import InvalidArgument, ServiceError, Unavailable
+from services.metrics import timed
+from services.text_encoder.encoding import EncodedSentence
+from teran.v1 import text_encoder_pb2 as pb
+from teran.v1 import text_encoder_pb2_grpc as pb_grpc
+
+
+class TextEncoderClient:
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.TextEncoderStub(self.channel)
+        self.address = address
+        self.timeout_s = timeout_s
+
+    def encode(
+        self, sentences: Sequence[str], field: str = "sentences", single: bool = False
+    ) -> list[EncodedSentence]:
+        try:
+            with timed("text_encoder", "EncodeText"):
+                response = self.stub.EncodeText(
+                    pb.EncodeTextRequest(sentences=list(sentences)), timeout=self.timeout_s
+                )
+        except grpc.RpcError as err:
+            code, details = err.code(), err.details() or ""
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                problem = details.split(": ", 1)[-1]
+                raise InvalidArgument(field, problem) from err
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"text encoder at {self.address}: {details}") from err
+            raise ServiceError(f"text encoder at {self.address}: {code.name} {details}") from err
+        return [
+            EncodedSentence(
+                tokens=list(s.tokens),
+                embeddings=np.asarray(from_matrix(s.embeddings, "embeddings")),
+            )
+            for s in response.sentences
+        ]
+
+    def close(self) -> None:
+        self.channel.close()

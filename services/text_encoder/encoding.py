@@ -1,0 +1,71 @@
+"""Sentences to per-token embeddings: tokenise here, run the text model on the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.errors import InvalidArgument
+from services.inference.base import InferenceBackend
+from teran.embeddings import TEXT_TOKENS_LEFT_OUT
+from teran.tokenizer import SentenceError, SentenceTokenizer
+
+
+@dataclass
+class EncodedSentence:
+    tokens: list[str]
+    embeddings: np.ndarray
+    """[T, D] one row per token, [CLS] and [SEP] included."""
+
+    @property
+    def first_word(self) -> int:
+        return 1
+
+    @property
+    def word_count(self) -> int:
+        return max(0, len(self.tokens) - TEXT_TOKENS_LEFT_OUT)
+
+    @property
+    def words(self) -> np.ndarray:
+        """[W, D] the vectors that take part in the alignment."""
+        return self.embeddings[self.first_word : self.first_word + self.word_count]
+
+    @property
+    def word_tokens(self) -> list[str]:
+        return self.tokens[self.first_word : self.first_word + self.word_count]
+
+
+class TextEncoding:
+    """The text side of the platform, used by the TextEncoder service and the ranker."""
+
+    def __init__(
+        self, backend: InferenceBackend, tokenizer: SentenceTokenizer, max_sentences: int = 64
+    ) -> None:
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.max_sentences = max_sentences
+
+    def encode(
+        self, sentences: Sequence[str], field: str = "sentences", single: bool = False
+    ) -> list[EncodedSentence]:
+        if not sentences:
+            raise InvalidArgument(field, "at least one sentence is required")
+        if len(sentences) > self.max_sentences:
+            raise InvalidArgument(
+                field, f"{len(sentences)} sentences, at most {self.max_sentences} per request"
+            )
+        try:
+            batch = self.tokenizer(list(sentences))
+        except SentenceError as err:
+            name = field if len(sentences) == 1 and single else f"{field}[{err.index}]"
+            raise InvalidArgument(name, err.problem) from err
+        vectors = self.backend.encode_text(batch.ids.numpy(), batch.lengths.numpy())
+        return [
+            EncodedSentence(tokens=batch.tokens[i], embeddings=vectors[i, : int(n)])
+            for i, n in enumerate(batch.lengths)
+        ]
+
+    def encode_one(self, sentence: str, field: str = "query") -> EncodedSentence:
+        return self.encode([sentence], field, single=True)[0]

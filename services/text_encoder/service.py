@@ -1,0 +1,37 @@
+"""The TextEncoder gRPC service: proto in, `TextEncoding` out."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.convert import to_matrix
+from services.errors import grpc_errors
+from services.text_encoder.encoding import TextEncoding
+from teran.v1 import text_encoder_pb2 as pb
+from teran.v1 import text_encoder_pb2_grpc as pb_grpc
+
+SERVICE = pb.DESCRIPTOR.services_by_name["TextEncoder"].full_name
+
+
+class TextEncoderServicer(pb_grpc.TextEncoderServicer):
+    def __init__(self, encoding: TextEncoding, model_version: str) -> None:
+        self.encoding = encoding
+        self.model_version = model_version
+
+    @grpc_errors
+    def EncodeText(
+        self, request: pb.EncodeTextRequest, context: grpc.ServicerContext
+    ) -> pb.EncodeTextResponse:
+        encoded = self.encoding.encode(list(request.sentences))
+        return pb.EncodeTextResponse(
+            sentences=[
+                pb.EncodedSentence(
+                    tokens=e.tokens,
+                    embeddings=to_matrix(e.embeddings),
+                    first_word=e.first_word,
+                    word_count=e.word_count,
+                )
+                for e in encoded
+            ],
+            model_version=self.model_version,
+        )
