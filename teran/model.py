@@ -116,19 +116,28 @@ class Teran(nn.Module):
         return AlignmentMode(self.cfg.alignment)
 
     def encode_image(self, features: Tensor, boxes: Tensor, n_regions: Tensor) -> ImageEmbedding:
-        """Region features [B, R, F], boxes [B, R, 4] (x1, y1, x2, y2 in [0, 1]), counts [B]."""
-        check_image_inputs(features, boxes, n_regions, self.cfg.vision.feat_dim)
-        batch, _, feat_dim = features.shape
+        """Region features [B, R, F], boxes [B, R, 4] (x1, y1, x2, y2 in [0, 1]), counts [B].
+
+        While exporting (torch.export) the value checks are skipped and the output keeps the
+        input's width R + 1, so the traced graph has no value-dependent Python.
+        """
+        exporting = torch.compiler.is_exporting()
+        if not exporting:
+            check_image_inputs(features, boxes, n_regions, self.cfg.vision.feat_dim)
+        batch, regions, feat_dim = features.shape
         lengths = n_regions.to(device=features.device, dtype=torch.long) + 1
-        width = int(lengths.max()) if batch else 1
+        width = regions + 1 if exporting else (int(lengths.max()) if batch else 1)
         valid = length_mask(lengths, width)
-        slots = features.new_zeros((batch, width, feat_dim))
-        slot_boxes = boxes.new_zeros((batch, width, 4))
-        slots[:, 1:] = features[:, : width - 1]
-        slot_boxes[:, 1:] = boxes[:, : width - 1]
-        region_valid = valid[:, 1:, None]
-        slots[:, 1:] *= region_valid
-        slot_boxes[:, 1:] *= region_valid
+        keep = valid.unsqueeze(-1)
+        # where, not multiply: NaN or garbage in padding must not reach the attention
+        slots = torch.where(
+            keep,
+            torch.cat([features.new_zeros(batch, 1, feat_dim), features[:, : width - 1]], 1),
+            0,
+        )
+        slot_boxes = torch.where(
+            keep, torch.cat([boxes.new_zeros(batch, 1, 4), boxes[:, : width - 1]], 1), 0
+        )
         x = self.visual(slots, slot_boxes, ~valid)
         head = self.image_head if self.image_head is not None else self.text_head
         x = head(x, src_key_padding_mask=~valid)
@@ -141,7 +150,11 @@ class Teran(nn.Module):
                 f"token_ids must be [batch, tokens], got shape {tuple(token_ids.shape)}"
             )
         lengths = lengths.to(device=token_ids.device, dtype=torch.long)
-        if lengths.numel() and (int(lengths.min()) < 2 or int(lengths.max()) > token_ids.shape[1]):
+        if (
+            not torch.compiler.is_exporting()
+            and lengths.numel()
+            and (int(lengths.min()) < 2 or int(lengths.max()) > token_ids.shape[1])
+        ):
             raise ValueError(
                 "lengths must lie in [2, token_ids.shape[1]] ([CLS] and [SEP] included)"
             )

@@ -10,7 +10,7 @@ is not the model's `vision.feat_dim` (e.g. a model trained on 2048-d detector re
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ from teran.triton_repo import MANIFEST_FILE, build_repository
 app = typer.Typer(add_completion=False)
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     python = "python"
     onnxruntime = "onnxruntime"
 
@@ -57,6 +57,8 @@ def main(
     gpu: Annotated[bool, typer.Option(help="KIND_GPU instances (onnxruntime only)")] = False,
     check: Annotated[bool, typer.Option(help="compare ONNX with PyTorch after export")] = True,
 ) -> None:
+    if gpu and backend is Backend.python:
+        raise typer.BadParameter("--gpu needs --backend onnxruntime (python runs on CPU)")
     header = read_header(checkpoint)
     meta: dict[str, Any] = dict(header.get("meta") or {})
     model, tokenizer = load_checkpoint(checkpoint)
