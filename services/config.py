@@ -34,7 +34,8 @@ class ServerCfg(BaseModel):
 
 class ModelCfg(BaseModel):
     checkpoint: Path | None = None
-    """This project's checkpoint folder (in-process inference, tokenizer, model version)."""
+    """This project's checkpoint folder: tokenizer and model version always, weights for
+    in-process inference. Required."""
     repository: Path | None = None
     """A Triton model repository exported by `trainer.export` (Triton inference)."""
 
@@ -99,11 +100,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        model = self.common.model
-        if model.checkpoint is None and model.repository is None:
-            raise ValueError("common.model needs a checkpoint or a repository")
-        if self.common.inference.backend == "inprocess" and model.checkpoint is None:
-            raise ValueError("in-process inference needs common.model.checkpoint")
+        if self.common.model.checkpoint is None:
+            raise ValueError(
+                "common.model.checkpoint is required (tokenizer and model version; the weights "
+                "too for in-process inference)"
+            )
         if self.target == "ranker" and not self.ranker.text_encoder_url:
             raise ValueError("target ranker needs ranker.text_encoder_url")
         return self

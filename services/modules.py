@@ -84,6 +84,7 @@ def _text(app: App) -> Any:
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
         inference = app.components[INFERENCE]
         checkpoint = app.settings.common.model.checkpoint
+        assert checkpoint is not None  # Settings validated it
         tokenizer = load_tokenizer(checkpoint)
         return TextEncoding(inference, tokenizer, app.settings.text_encoder.max_sentences)
     return TextEncoderClient(app.settings.ranker.text_encoder_url)

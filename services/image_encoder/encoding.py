@@ -64,14 +64,14 @@ class ImageEncoding:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                picture = Image.open(io.BytesIO(data))
-                width, height = picture.size
+                opened = Image.open(io.BytesIO(data))
+                width, height = opened.size
                 if width * height > self.cfg.max_pixels:
                     raise ResourceExhausted(
                         field,
                         f"{width}x{height} pixels, more than the limit of {self.cfg.max_pixels}",
                     )
-                picture = picture.convert("RGB")  # decodes: errors surface here
+                picture = opened.convert("RGB")  # decodes: errors surface here
         except ResourceExhausted:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

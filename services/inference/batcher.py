@@ -80,7 +80,8 @@ class _Lane:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.cond.wait(left):
                     break
-            batch, rows = [], 0
+            batch: list[_Request] = []
+            rows = 0
             while self.pending and (not batch or rows + self.pending[0].rows <= self.max_batch):
                 request = self.pending.pop(0)
                 batch.append(request)
