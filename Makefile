@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m trainer.demo --shared $(SHARED)
+	$(PY) -m services.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -98,14 +98,19 @@ def main(
     overrides: dict[str, Any] = {"target": target} if target else {}
     running = start(load_settings(config, **overrides))
 
+    stopper = threading.Thread(target=running.stop, name="shutdown")
+
     def on_signal(signum: int, _: Any) -> None:
         log.info("signal %d: graceful shutdown", signum)
-        threading.Thread(target=running.stop, daemon=True).start()
+        if not stopper.is_alive() and stopper.ident is None:
+            stopper.start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"READY {running.address}", flush=True)
     running.wait()
+    if stopper.ident is not None:
+        stopper.join()  # modules (store, inference) close before the process exits
 
 
 if __name__ == "__main__":

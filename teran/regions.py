@@ -109,7 +109,8 @@ def to_pixels(images: Sequence[Image.Image], side: int) -> Tensor:
 
 
 def grid_boxes(grid: int) -> Tensor:
-    step = 1.0 / grid
+    """[G*G, 4] cell boxes, row-major; edges from linspace so the last one is exactly 1."""
+    edges = torch.linspace(0.0, 1.0, grid + 1)
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    x1, y1 = cols.flatten() * step, rows.flatten() * step
-    return torch.stack([x1, y1, x1 + step, y1 + step], dim=-1).float()
+    rows, cols = rows.flatten(), cols.flatten()
+    return torch.stack([edges[cols], edges[rows], edges[cols + 1], edges[rows + 1]], dim=-1)
