@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint fmt refcheck protos bench bench-scorer bench-quality clean
+.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services clean
 
 install: $(STAMP)
 
@@ -21,8 +21,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+DEMO_MODEL ?= models/teran-synthetic-tiny
+
 demo: $(STAMP)
-	$(PY) -m services.demo
+	$(PY) -m services.demo --checkpoint $(DEMO_MODEL)
+
+# The demo model: teran-minilm-tiny trained on synthetic scenes with the quality benchmark's
+# MrSw settings (frozen MiniLM; only its own weights are stored).
+demo-model: $(STAMP)
+	$(PY) -m trainer.main --model teran-minilm-tiny --measure MrSw --dataset synthetic \
+		--train-images 2000 --val-images 500 --epochs 4 --batch-size 64 --output runs/demo-model
+	rm -rf $(DEMO_MODEL) && cp -r runs/demo-model/best $(DEMO_MODEL)
+
+# The microservice topology on this machine: tritonserver + three services as processes.
+up: $(STAMP)
+	$(PY) -m services.local up --checkpoint $(DEMO_MODEL)
+
+down: $(STAMP)
+	$(PY) -m services.local down
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -43,13 +59,16 @@ refcheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
 
-bench: bench-scorer bench-quality
+bench: bench-scorer bench-quality bench-services
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
 
 bench-quality: $(STAMP)
 	$(PY) -m benchmarks.bench_quality --out benchmarks/results/quality.json
+
+bench-services: $(STAMP)
+	$(PY) -m benchmarks.bench_services --checkpoint $(DEMO_MODEL) --out benchmarks/results/services.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
