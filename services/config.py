@@ -21,7 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-TARGETS = ("all", "image_encoder", "text_encoder", "ranker")
+TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
 
 
 class ServerCfg(BaseModel):
@@ -105,8 +105,8 @@ class Settings(BaseSettings):
                 "common.model.checkpoint is required (tokenizer and model version; the weights "
                 "too for in-process inference)"
             )
-        if self.target == "ranker" and not self.ranker.text_encoder_url:
-            raise ValueError("target ranker needs ranker.text_encoder_url")
+        if self.target in ("ranker", "search") and not self.ranker.text_encoder_url:
+            raise ValueError(f"target {self.target} needs ranker.text_encoder_url")
         return self
 
     @classmethod

@@ -26,9 +26,12 @@ TEXT_ENCODER = "text_encoder"
 IMAGE_ENCODER = "image_encoder"
 RANKER = "ranker"
 ALL = "all"
+SEARCH = "search"
 
 TARGETS: dict[str, tuple[str, ...]] = {
     ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER),
+    # the store's single owner when it is embedded: ingestion and search in one process
+    SEARCH: (IMAGE_ENCODER, RANKER),
     TEXT_ENCODER: (TEXT_ENCODER,),
     IMAGE_ENCODER: (IMAGE_ENCODER,),
     RANKER: (RANKER,),

@@ -64,8 +64,12 @@ class TritonServer:
         startup_timeout: float = 60.0,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
+        ports: tuple[int, int, int] | None = None,
     ) -> None:
+        """`ports`: (grpc, http, metrics) to bind, e.g. to restart a server at the same URL;
+        default: free ports picked at start."""
         self.repo = Path(repo).resolve()
+        self.ports = ports
         self.startup_timeout = startup_timeout
         self.log_verbose = log_verbose
         self.extra_args = extra_args
@@ -85,6 +89,23 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def scratch(self) -> Path | None:
+        return self._scratch
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log
+
+    def detach(self) -> None:
+        """Forget the process: it keeps running after this object and this process are gone."""
+        self._process = None
+        self._scratch = None
 
     @property
     def running(self) -> bool:
@@ -135,13 +156,17 @@ class TritonServer:
                 return self
             except TritonStartError as err:
                 # a free port can be taken between the probe and the bind: pick new ones
-                if "already in use" not in str(err).lower() or attempt == 2:
+                if self.ports or "already in use" not in str(err).lower() or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _launch(self) -> None:
         server, env = self._prepare()
-        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.grpc_port, self.http_port, self.metrics_port = self.ports or (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
         self._log = server / "tritonserver.log"
         command = [
             str(server / "bin" / "tritonserver"),

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from teran.checkpoint import load_checkpoint, read_header
+from teran.checkpoint import load_checkpoint, model_version, read_header
 from teran.export import ONNX_FILE, check_parity
 from teran.model import Teran
 from teran.regions import ExtractorCfg, GridRegionExtractor
@@ -31,8 +31,9 @@ class Backend(StrEnum):
 
 
 def pick_extractor(model: Teran, meta: dict[str, Any]) -> tuple[GridRegionExtractor | None, str]:
-    """The extractor matching the checkpoint, or None with the reason it does not fit."""
-    cfg = ExtractorCfg(**meta.get("extractor", {}))
+    """The extractor the model was trained with (its config, else the checkpoint's meta), or
+    None with the reason it does not fit."""
+    cfg = model.cfg.vision.extractor or ExtractorCfg(**meta.get("extractor", {}))
     extractor = GridRegionExtractor(cfg)
     if extractor.feat_dim != model.cfg.vision.feat_dim:
         return None, (
@@ -73,7 +74,11 @@ def main(
         backend=backend.value,
         version=version,
         gpu=gpu,
-        meta={"path": str(checkpoint.resolve()), "meta": meta},
+        meta={
+            "path": str(checkpoint.resolve()),
+            "meta": meta,
+            "model_version": model_version(checkpoint),
+        },
     )
     if check:
         files = {name: folder / str(version) / ONNX_FILE for name, folder in folders.items()}
