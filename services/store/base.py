@@ -273,6 +273,18 @@ PointData = tuple[str, np.ndarray, dict[str, Any]]
 """(point id, multivector [n, D] float32, full payload) as handed to a backend."""
 
 
+def records_by_id(
+    records: Sequence[Any], vector_name: str
+) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
+    """Retrieved points (qdrant-client's or qdrant-edge's records) by point id."""
+    out: dict[str, tuple[np.ndarray | None, dict[str, Any]]] = {}
+    for rec in records:
+        vec = rec.vector.get(vector_name) if isinstance(rec.vector, dict) else None
+        arr = np.asarray(vec, dtype=np.float32) if vec is not None else None
+        out[str(rec.id)] = (arr, dict(rec.payload or {}))
+    return out
+
+
 class VectorStore(ABC):
     """What services need from storage: versioned collections of images and sentences."""
 

@@ -33,6 +33,7 @@ from .base import (
     StoreError,
     StoreUnavailable,
     collection_names,
+    records_by_id,
 )
 
 _T = TypeVar("_T")
@@ -224,12 +225,7 @@ class EdgeStore(MultiVectorStore):
                 with_vector=[vector_name] if with_vectors else False,
             ),
         )
-        out: dict[str, tuple[np.ndarray | None, dict[str, Any]]] = {}
-        for rec in records:
-            vec = rec.vector.get(vector_name) if isinstance(rec.vector, dict) else None
-            arr = np.asarray(vec, dtype=np.float32) if vec is not None else None
-            out[str(rec.id)] = (arr, dict(rec.payload or {}))
-        return out
+        return records_by_id(records, vector_name)
 
     def _query(
         self,
