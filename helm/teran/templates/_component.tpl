@@ -1,0 +1,307 @@
+{{/*
+The same-shaped block of every service (templates/<service>/*.yaml): Deployment, Service,
+HorizontalPodAutoscaler and PodDisruptionBudget. Call each with
+(dict "root" $ "component" "ranker" "target" "ranker" "values" .Values.ranker);
+target "all" is the monolith (embedded store on a PersistentVolumeClaim, Recreate strategy).
+*/}}
+
+{{/*
+A service's Deployment: one `python -m services --target <target>` per pod.
+*/}}
+{{- define "teran.component.deployment" -}}
+{{- $root := .root }}
+{{- $v := .values }}
+{{- $ctx := dict "root" $root "component" .component }}
+{{- $monolith := eq .target "all" }}
+{{- $grpcPort := $root.Values.ports.grpc -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "teran.componentName" $ctx }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "teran.labels" $ctx | nindent 4 }}
+spec:
+  {{- if not (dig "autoscaling" "enabled" false $v) }}
+  replicas: {{ $v.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  {{- if $monolith }}
+  # The embedded store's volume is ReadWriteOnce and its write-ahead log single-writer: the old
+  # pod must be gone before the new one opens it.
+  strategy:
+    type: Recreate
+  {{- else }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 25%
+      maxUnavailable: 0
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "teran.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      labels:
+        {{- include "teran.labels" $ctx | nindent 8 }}
+        {{- with $v.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      serviceAccountName: {{ include "teran.serviceAccountName" $root }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automount }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      terminationGracePeriodSeconds: {{ $root.Values.shutdown.terminationGracePeriodSeconds }}
+      {{- if eq $root.Values.model.source "image" }}
+      initContainers:
+        # The checkpoint (tokenizer, model version, weights) out of the model-repo image.
+        - name: model
+          image: {{ include "teran.modelImage" $root }}
+          imagePullPolicy: {{ $root.Values.model.image.pullPolicy }}
+          command: ["cp", "-R", "/model/.", "/models/"]
+          securityContext:
+            {{- toYaml $root.Values.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: /models
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "teran.image" $root }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          args:
+            - --config
+            - /etc/teran/config.yaml
+            - --target
+            - {{ .target }}
+          env:
+            - name: HF_HOME
+              value: /cache/huggingface
+            - name: XDG_CACHE_HOME
+              value: /cache
+            {{- if and (include "teran.qdrant.hasApiKey" $root) (has .target (list "image_encoder" "ranker")) }}
+            # The store's key: from the Secret, never in the ConfigMap.
+            - name: TERAN_COMMON__STORE__API_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "teran.qdrant.secretName" $root }}
+                  key: {{ $root.Values.qdrant.apiKey.existingSecretKey }}
+            {{- end }}
+            {{- with $root.Values.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          ports:
+            - name: grpc
+              containerPort: {{ $grpcPort }}
+              protocol: TCP
+            - name: metrics
+              containerPort: {{ $root.Values.ports.metrics }}
+              protocol: TCP
+          {{- with $v.probes.startup }}
+          {{- if .enabled }}
+          # Loading the model takes a while: liveness and readiness wait for the first SERVING.
+          startupProbe:
+            grpc:
+              port: {{ $grpcPort }}
+            {{- include "teran.probeTimings" . | nindent 12 }}
+          {{- end }}
+          {{- end }}
+          {{- with $v.probes.readiness }}
+          {{- if .enabled }}
+          readinessProbe:
+            grpc:
+              port: {{ $grpcPort }}
+            {{- include "teran.probeTimings" . | nindent 12 }}
+          {{- end }}
+          {{- end }}
+          {{- with $v.probes.liveness }}
+          {{- if .enabled }}
+          livenessProbe:
+            grpc:
+              port: {{ $grpcPort }}
+            {{- include "teran.probeTimings" . | nindent 12 }}
+          {{- end }}
+          {{- end }}
+          lifecycle:
+            preStop:
+              # Endpoint removal reaches kube-proxy and the peers' resolvers only after a moment;
+              # sleeping first keeps this pod answering until traffic has moved away, then SIGTERM
+              # starts the server's graceful drain (config.server.shutdown_grace_s).
+              exec:
+                command: ["sleep", "{{ $root.Values.shutdown.preStopSleepSeconds }}"]
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $root.Values.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: config
+              mountPath: /etc/teran
+              readOnly: true
+            - name: models
+              mountPath: /models
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+            - name: cache
+              mountPath: /cache
+            {{- if $monolith }}
+            - name: store
+              mountPath: /data
+            {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with (dig "topologySpreadConstraints" list $v) }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumes:
+        - name: config
+          configMap:
+            name: {{ include "teran.fullname" $root }}
+        - name: models
+          {{- if eq $root.Values.model.source "image" }}
+          emptyDir:
+            sizeLimit: {{ $root.Values.model.sizeLimit }}
+          {{- else }}
+          persistentVolumeClaim:
+            claimName: {{ $root.Values.model.existingClaim }}
+            readOnly: true
+          {{- end }}
+        # The root filesystem is read-only: scratch space and library caches live here.
+        - name: tmp
+          emptyDir: {}
+        - name: cache
+          emptyDir: {}
+        {{- if $monolith }}
+        - name: store
+          persistentVolumeClaim:
+            claimName: {{ $v.persistence.existingClaim | default (include "teran.componentName" (dict "root" $root "component" "store")) }}
+        {{- end }}
+{{- end }}
+
+{{/*
+A service's Service: the gRPC port and the metrics port (scraped by the ServiceMonitor).
+*/}}
+{{- define "teran.component.service" -}}
+{{- $root := .root }}
+{{- $ctx := dict "root" $root "component" .component -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "teran.componentName" $ctx }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "teran.labels" $ctx | nindent 4 }}
+  {{- with .values.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ .values.service.type }}
+  ports:
+    - name: grpc
+      port: {{ .values.service.port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: kubernetes.io/h2c
+    - name: metrics
+      port: {{ $root.Values.ports.metrics }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+  selector:
+    {{- include "teran.selectorLabels" $ctx | nindent 4 }}
+{{- end }}
+
+{{/*
+A service's HorizontalPodAutoscaler (autoscaling.enabled): CPU and/or memory utilization.
+*/}}
+{{- define "teran.component.hpa" -}}
+{{- $root := .root }}
+{{- $ctx := dict "root" $root "component" .component }}
+{{- with .values.autoscaling }}
+{{- if .enabled -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "teran.componentName" $ctx }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "teran.labels" $ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "teran.componentName" $ctx }}
+  minReplicas: {{ .minReplicas }}
+  maxReplicas: {{ .maxReplicas }}
+  metrics:
+    {{- if .targetCPUUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .targetCPUUtilizationPercentage }}
+    {{- end }}
+    {{- if .targetMemoryUtilizationPercentage }}
+    - type: Resource
+      resource:
+        name: memory
+        target:
+          type: Utilization
+          averageUtilization: {{ .targetMemoryUtilizationPercentage }}
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A service's PodDisruptionBudget (podDisruptionBudget.enabled): minAvailable when given, else
+maxUnavailable.
+*/}}
+{{- define "teran.component.pdb" -}}
+{{- $root := .root }}
+{{- $ctx := dict "root" $root "component" .component }}
+{{- with .values.podDisruptionBudget }}
+{{- if .enabled -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "teran.componentName" $ctx }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "teran.labels" $ctx | nindent 4 }}
+spec:
+  {{- if hasKey . "minAvailable" }}
+  minAvailable: {{ .minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ dig "maxUnavailable" 1 . }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "teran.selectorLabels" $ctx | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end }}

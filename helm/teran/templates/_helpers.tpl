@@ -1,0 +1,162 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "teran.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "teran.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "teran.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The name of one component's resources: <fullname>-<component>, e.g. teran-ranker.
+Call with (dict "root" $ "component" "ranker").
+*/}}
+{{- define "teran.componentName" -}}
+{{- printf "%s-%s" (include "teran.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels; app.kubernetes.io/component when the component is not empty.
+Call with (dict "root" $ "component" "ranker").
+*/}}
+{{- define "teran.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "teran.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Common labels: the selector labels plus chart, version and manager.
+Call with (dict "root" $ "component" "ranker"); component "" for release-wide objects.
+*/}}
+{{- define "teran.labels" -}}
+helm.sh/chart: {{ include "teran.chart" .root }}
+{{ include "teran.selectorLabels" . }}
+{{- if .root.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: teran
+{{- end }}
+
+{{/*
+Create the name of the service account to use.
+*/}}
+{{- define "teran.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "teran.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The services' image; the tag defaults to the chart appVersion.
+*/}}
+{{- define "teran.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The model-repo image (deploy/Dockerfile.model-repo); the tag defaults to the chart appVersion.
+*/}}
+{{- define "teran.modelImage" -}}
+{{- printf "%s:%s" .Values.model.image.repository (.Values.model.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The Qdrant URL the services reach: the external one, else the built-in StatefulSet's Service.
+*/}}
+{{- define "teran.qdrant.url" -}}
+{{- if .Values.qdrant.external.url }}
+{{- .Values.qdrant.external.url }}
+{{- else }}
+{{- printf "http://%s:%v" (include "teran.componentName" (dict "root" . "component" "qdrant")) .Values.qdrant.service.ports.http }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the Qdrant API key: an existing one, else the chart's.
+*/}}
+{{- define "teran.qdrant.secretName" -}}
+{{- default (printf "%s-qdrant-api-key" (include "teran.fullname" .)) .Values.qdrant.apiKey.existingSecret }}
+{{- end }}
+
+{{/*
+"true" when the services send a Qdrant API key: always for the built-in Qdrant (a generated key
+when none is given), for an external one when a key or a Secret is given.
+*/}}
+{{- define "teran.qdrant.hasApiKey" -}}
+{{- if and (eq .Values.mode "microservices") (or .Values.qdrant.enabled .Values.qdrant.apiKey.existingSecret .Values.qdrant.apiKey.value) }}
+{{- true }}
+{{- end }}
+{{- end }}
+
+{{/*
+The services' YAML configuration (services/config.py): the chart's topology (listen address,
+ports, model paths, inference backend, store, peers) merged with .Values.config.
+*/}}
+{{- define "teran.config" -}}
+{{- $monolith := eq .Values.mode "monolith" }}
+{{- $server := dict "host" "0.0.0.0" "grpc_port" .Values.ports.grpc "metrics_port" .Values.ports.metrics }}
+{{- $model := dict "checkpoint" (printf "/models/%s" .Values.model.checkpointDir) }}
+{{- $inference := dict "backend" "inprocess" }}
+{{- if and (not $monolith) .Values.triton.enabled }}
+{{- $triton := include "teran.componentName" (dict "root" . "component" "triton") }}
+{{- $_ := set $inference "backend" "triton" }}
+{{- $_ := set $inference "triton_url" (printf "%s:%v" $triton .Values.triton.service.ports.grpc) }}
+{{- $_ := set $model "repository" (printf "/models/%s" .Values.model.repositoryDir) }}
+{{- end }}
+{{- $store := dict "kind" "edge" "path" "/data/store" }}
+{{- if not $monolith }}
+{{- $store = dict "kind" "qdrant" "url" (include "teran.qdrant.url" .) }}
+{{- end }}
+{{- $ranker := dict }}
+{{- if not $monolith }}
+{{- $text := include "teran.componentName" (dict "root" . "component" "text-encoder") }}
+{{- $images := include "teran.componentName" (dict "root" . "component" "image-encoder") }}
+{{- $_ := set $ranker "text_encoder_url" (printf "%s:%v" $text .Values.textEncoder.service.port) }}
+{{- $_ := set $ranker "image_encoder_url" (printf "%s:%v" $images .Values.imageEncoder.service.port) }}
+{{- end }}
+{{- $user := .Values.config }}
+{{- $config := dict
+  "server" (merge $server (dig "server" dict $user))
+  "common" (dict "model" $model "inference" (merge $inference (dig "inference" dict $user)) "store" $store)
+  "image_encoder" (dig "image_encoder" dict $user)
+  "text_encoder" (dig "text_encoder" dict $user)
+  "ranker" (merge $ranker (dig "ranker" dict $user))
+}}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+A probe's timings: its values without `enabled`.
+*/}}
+{{- define "teran.probeTimings" -}}
+{{- toYaml (omit . "enabled") }}
+{{- end }}

