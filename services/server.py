@@ -22,7 +22,9 @@ from services.metrics import MetricsInterceptor
 log = logging.getLogger(__name__)
 
 OVERALL = ""
-"""The health service name that stands for the whole server."""
+"""The health service name that stands for the whole server (readiness)."""
+LIVENESS = "liveness"
+"""SERVING while the process runs, whatever its dependencies do (liveness probes)."""
 
 
 class GrpcServer:
@@ -67,6 +69,7 @@ class GrpcServer:
             self.server,
         )  # fmt: skip
         self.server.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.set_serving(True)
         log.info("gRPC on %s serving %s", self.address, ", ".join(self._services))
 

@@ -286,8 +286,9 @@ def test_each_service_has_its_own_block() -> None:
             assert c["args"] == ["--config", "/etc/teran/config.yaml", "--target", target]
             assert c["resources"] == own["resources"]
             grpc_port = port_of(c, "grpc")
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            for probe in ("startupProbe", "readinessProbe"):
                 assert c[probe]["grpc"] == {"port": grpc_port}, (name, probe)
+            assert c["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}
             assert (
                 c["livenessProbe"]["failureThreshold"]
                 == own["probes"]["liveness"]["failureThreshold"]

@@ -166,9 +166,9 @@ def _search(address: str, query: str, top_k: int = 20) -> list[tuple[str, float]
     return [(h.id, h.score) for h in response.hits]
 
 
-def _health(address: str) -> int:
+def _health(address: str, service: str = "") -> int:
     with grpc.insecure_channel(address) as channel:
-        request = health_pb2.HealthCheckRequest(service="")
+        request = health_pb2.HealthCheckRequest(service=service)
         return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status)
 
 
@@ -346,6 +346,7 @@ def test_triton_outage_turns_health_off_and_back_without_restart(
     details = info.value.details() or ""
     assert details.startswith("inference: Triton at") and server.grpc_url in details, details
     _wait_health(address, NOT_SERVING, within=6)
+    assert _health(address, "liveness") == SERVING  # not ready, but alive: no restart
 
     triton.server = TritonServer(repository, ports=ports)
     triton.server.start()

@@ -128,8 +128,11 @@ spec:
           {{- with $v.probes.liveness }}
           {{- if .enabled }}
           livenessProbe:
+            # "liveness" stays SERVING while the process runs: a Triton or Qdrant outage
+            # turns readiness off, it must not restart healthy pods
             grpc:
               port: {{ $grpcPort }}
+              service: liveness
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
