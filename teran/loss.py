@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-
-from teran.alignment import MEASURES
-from teran.embeddings import ImageEmbedding, TextEmbedding
-from teran.model import Teran
+from torch import Tensor
 
 
 def hinge_triplet_loss(scores: Tensor, margin: float = 0.2, max_violation: bool = True) -> Tensor:
@@ -27,27 +23,3 @@ def hinge_triplet_loss(scores: Tensor, margin: float = 0.2, max_violation: bool 
     if max_violation:
         return cost_caption.max(dim=1).values.sum() + cost_image.max(dim=0).values.sum()
     return cost_caption.sum() + cost_image.sum()
-
-
-class AlignmentLoss(nn.Module):
-    """Scores a batch of matching pairs with the model's alignment, then the hinge loss."""
-
-    def __init__(
-        self,
-        model: Teran,
-        mode: str | None = None,
-        margin: float = 0.2,
-        max_violation: bool = True,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.mode = mode or model.cfg.alignment
-        if self.mode not in MEASURES:
-            raise ValueError(f"mode must be one of {MEASURES}, got {self.mode!r}")
-        self.margin = margin
-        self.max_violation = max_violation
-
-    def forward(self, images: ImageEmbedding, texts: TextEmbedding) -> dict[str, Tensor]:
-        scores = self.model.score(images, texts, self.mode)
-        loss = hinge_triplet_loss(scores, self.margin, self.max_violation)
-        return {"loss": loss, "scores": scores.detach()}

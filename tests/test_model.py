@@ -13,7 +13,8 @@ from teran import SentenceTokenizer, Teran, TeranCfg, create_model, get_model_co
 from teran.alignment import alignment_scores
 from teran.backbone import resolve_backbone
 from teran.checkpoint import map_reference_state
-from teran.loss import AlignmentLoss
+from teran.data.pairs import PairBatch
+from trainer.task import TeranTask
 
 SENTENCES = [
     "A man riding a wave on top of a surfboard.",
@@ -94,13 +95,24 @@ def test_pipelines_run_separately(tiny_minilm: tuple[Teran, SentenceTokenizer]) 
 
 
 def test_loss_scores_equal_the_exact_scorer(tiny_minilm: tuple[Teran, SentenceTokenizer]) -> None:
+    """The training objective scores pairs with the same numbers as the chunked scorer."""
     model, tokenizer = tiny_minilm
     features, boxes, counts = _regions(4, 7, model.cfg.vision.feat_dim, seed=2)
     tokens = tokenizer(SENTENCES)
+    batch = PairBatch(
+        features=features,
+        boxes=boxes,
+        n_regions=counts,
+        token_ids=tokens.ids,
+        lengths=tokens.lengths,
+        image_index=torch.arange(4),
+        caption_index=torch.arange(4),
+    )
+    model.eval()
     with torch.no_grad():
+        out = TeranTask(model, "MrSw")(batch)
         images = model.encode_image(features, boxes, counts)
         texts = model.encode_text(tokens.ids, tokens.lengths)
-        out = AlignmentLoss(model)(images, texts)
         chunked = alignment_scores(
             images.regions, images.region_mask, texts.words, texts.word_mask, "MrSw", max_cells=7
         )

@@ -49,4 +49,8 @@ class TeranTask(nn.Module):
             ImageEmbedding(slots, img_len), TextEmbedding(tokens, txt_len), self.measure
         )
         loss = hinge_triplet_loss(scores, self.margin, self.max_violation)
-        return {"loss": loss * self.dist.world_size, "batch_loss": loss.detach()}
+        return {
+            "loss": loss * self.dist.world_size,
+            "batch_loss": loss.detach(),
+            "scores": scores.detach(),
+        }
