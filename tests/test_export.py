@@ -302,14 +302,21 @@ def test_python_model_refuses_out_of_range_counts() -> None:
         tpm.check_counts({FEATURES: np.zeros((1, 4, 3)), N_REGIONS: np.array([0])})
 
 
-def test_pixels_extractor_follows_the_checkpoint_meta(
+def test_pixels_extractor_follows_the_model_then_the_checkpoint_meta(
     grid_model: tuple[Teran, SentenceTokenizer],
 ) -> None:
     model = grid_model[0]
     extractor, message = pick_extractor(model, {})
     assert extractor is not None and extractor.feat_dim == model.cfg.vision.feat_dim
     assert "7x7" in message
+    # the model's own extractor config wins over the checkpoint's meta
     extractor, message = pick_extractor(model, {"extractor": {"stage": "head"}})
+    assert extractor is not None and "7x7" in message
+    own, model.cfg.vision.extractor = model.cfg.vision.extractor, None
+    try:  # a model without one (e.g. imported) falls back to the meta
+        extractor, message = pick_extractor(model, {"extractor": {"stage": "head"}})
+    finally:
+        model.cfg.vision.extractor = own
     assert extractor is None and "1280-d" in message and "skipped" in message
     with pytest.raises(ValueError, match="python backend runs onnxruntime on CPU"):
         build_repository(model, Path("unused"), backend="python", gpu=True)
