@@ -1,1 +1,2 @@
-"""Thin command-line scripts over the `teran` library: import, parity check, evaluation."""
+"""Thin command-line scripts over the `teran` library: training, evaluation, export,
+checkpoint import and the reference parity check."""
