@@ -273,3 +273,13 @@ def test_report_draws_aligned_regions(client: TeranClient, base: list[str], tmp_
     assert path.is_file() and "a red circle." in text
     assert text.count("<img") == len(images) and "data:image/png;base64," in text
     assert "ranked #1" in text and "region " in text
+
+
+def test_client_imports_without_the_model_stack() -> None:
+    """A client app needs the contracts, not torch or transformers."""
+    import subprocess
+    import sys
+
+    code = "import sys, teran_client; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
