@@ -72,12 +72,33 @@ class EvalResult:
     sims: np.ndarray
     metrics: RetrievalMetrics
     metrics_1k: RetrievalMetrics | None
+    fold_size: int = 1000
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"n_images": int(self.sims.shape[0]), "full": self.metrics.to_dict()}
+        """Full-matrix metrics (named "5k" on a COCO 5K-sized set), plus the 1K-fold average."""
+        n_images, n_captions = self.sims.shape
+        out: dict[str, Any] = {"n_images": int(n_images), "n_captions": int(n_captions)}
+        out["5k" if n_images == 5 * self.fold_size else "full"] = self.metrics.to_dict()
         if self.metrics_1k is not None:
             out["1k"] = self.metrics_1k.to_dict()
         return out
+
+
+def evaluate_sims(
+    sims: np.ndarray, relevance: Relevance | None = None, fold_size: int = 1000
+) -> EvalResult:
+    """Metrics of a similarity matrix: the whole of it, plus the average over `fold_size`-image
+    folds when it splits into more than one."""
+    n = sims.shape[0]
+    folds = n // fold_size if n > fold_size and n % fold_size == 0 else 0
+    return EvalResult(
+        sims=sims,
+        metrics=evaluate(sims, relevance),
+        metrics_1k=(
+            evaluate_1k(sims, relevance, fold_size=fold_size, n_folds=folds) if folds else None
+        ),
+        fold_size=fold_size,
+    )
 
 
 @torch.no_grad()
@@ -101,12 +122,4 @@ def evaluate_model(
         sims = model.score(images, texts, measure).numpy()
     finally:
         model.train(was_training)
-    n = sims.shape[0]
-    folds = n // fold_size if n > fold_size and n % fold_size == 0 else 0
-    return EvalResult(
-        sims=sims,
-        metrics=evaluate(sims, relevance),
-        metrics_1k=(
-            evaluate_1k(sims, relevance, fold_size=fold_size, n_folds=folds) if folds else None
-        ),
-    )
+    return evaluate_sims(sims, relevance, fold_size)

@@ -22,23 +22,11 @@ from teran.config import TeranCfg
 from teran.data.base import RegionCaptions
 from teran.data.bottomup import BottomUpFeatures
 from teran.data.folder import from_path
-from teran.evaluation import evaluate_model
-from teran.metrics import RetrievalMetrics, evaluate, evaluate_1k
+from teran.evaluation import evaluate_model, evaluate_sims
 from teran.relevance import Relevance
 from trainer.data import cached_regions, synthetic_split
 
 app = typer.Typer(add_completion=False)
-
-
-def report(sims: np.ndarray, relevance: Relevance | None, fold_size: int = 1000) -> dict[str, Any]:
-    """Full-matrix metrics, plus the 1K-fold average when the matrix splits into folds."""
-    out: dict[str, Any] = {"n_images": int(sims.shape[0]), "n_captions": int(sims.shape[1])}
-    full: RetrievalMetrics = evaluate(sims, relevance)
-    out["full" if sims.shape[0] != 5 * fold_size else "5k"] = full.to_dict()
-    if sims.shape[0] > fold_size and sims.shape[0] % fold_size == 0:
-        folds = sims.shape[0] // fold_size
-        out["1k"] = evaluate_1k(sims, relevance, fold_size=fold_size, n_folds=folds).to_dict()
-    return out
 
 
 @app.command("sims")
@@ -50,7 +38,8 @@ def sims_command(
     fold_size: int = 1000,
 ) -> None:
     matrix = np.load(sims)
-    _write(report(matrix, _relevance(rouge, spice, matrix.shape[1]), fold_size), out)
+    relevance = _relevance(rouge, spice, matrix.shape[1])
+    _write(evaluate_sims(matrix, relevance, fold_size).to_dict(), out)
 
 
 @app.command("checkpoint")
@@ -74,19 +63,13 @@ def checkpoint_command(
     source = test_source(
         model.cfg, dataset, data, split, features_root, synthetic_images, cache_dir
     )
-    n_captions = 5 * len(source)
+    relevance = _relevance(rouge, spice, 5 * len(source))
     result = evaluate_model(
-        model,
-        tokenizer,
-        source,
-        measure,
-        relevance=_relevance(rouge, spice, n_captions),
-        fold_size=fold_size,
-        progress=True,
+        model, tokenizer, source, measure, relevance=relevance, fold_size=fold_size, progress=True
     )
-    out_dict = {"checkpoint": str(checkpoint), "dataset": dataset, "split": split}
-    out_dict.update(report(result.sims, _relevance(rouge, spice, n_captions), fold_size))
-    _write(out_dict, out)
+    _write(
+        {"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **result.to_dict()}, out
+    )
 
 
 def test_source(
