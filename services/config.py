@@ -38,6 +38,8 @@ class ModelCfg(BaseModel):
     in-process inference. Required."""
     repository: Path | None = None
     """A Triton model repository exported by `trainer.export` (Triton inference)."""
+    triton_url: str | None = None
+    """This model's Triton, when not `inference.triton_url`."""
 
 
 class InferenceCfg(BaseModel):
@@ -55,12 +57,22 @@ class StoreCfg(BaseModel):
     url: str | None = None
     """qdrant: server or cluster URL; None with kind=qdrant uses local mode under `path`."""
     api_key: str | None = None
+    alias_ttl_s: float = Field(1.0, ge=0, le=60)
+    """How long a process trusts the live alias it read; after an upgrade switches it, a
+    replica keeps serving the previous version (consistently) for at most this long."""
 
 
 class CommonCfg(BaseModel):
     model: ModelCfg = ModelCfg()
+    standby_models: list[ModelCfg] = []
+    """Other model versions loaded beside `model`: the next one while an upgrade re-encodes
+    into it, or the previous one to roll back to. The store's live alias picks which one
+    answers; `model` only decides where an empty store starts."""
     inference: InferenceCfg = InferenceCfg()
     store: StoreCfg = StoreCfg()
+
+    def models(self) -> list[ModelCfg]:
+        return [self.model, *self.standby_models]
 
 
 class ImageEncoderCfg(BaseModel):
@@ -105,6 +117,9 @@ class Settings(BaseSettings):
                 "common.model.checkpoint is required (tokenizer and model version; the weights "
                 "too for in-process inference)"
             )
+        for i, model in enumerate(self.common.standby_models):
+            if model.checkpoint is None:
+                raise ValueError(f"common.standby_models[{i}].checkpoint is required")
         if self.target in ("ranker", "search") and not self.ranker.text_encoder_url:
             raise ValueError(f"target {self.target} needs ranker.text_encoder_url")
         return self

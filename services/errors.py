@@ -50,6 +50,13 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class FailedPrecondition(ServiceError):
+    """The request is valid but the system is not in a state to run it (e.g. a model version
+    this process does not serve)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for an exception raised while serving a request."""
     if isinstance(err, ServiceError):

@@ -25,15 +25,17 @@ IMAGES = "images"
 TEXT_ENCODER = "text_encoder"
 IMAGE_ENCODER = "image_encoder"
 RANKER = "ranker"
+ADMIN = "admin"
 ALL = "all"
 SEARCH = "search"
 
 TARGETS: dict[str, tuple[str, ...]] = {
-    ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER),
+    ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER, ADMIN),
     # the store's single owner when it is embedded: ingestion and search in one process
-    SEARCH: (IMAGE_ENCODER, RANKER),
+    SEARCH: (IMAGE_ENCODER, RANKER, ADMIN),
     TEXT_ENCODER: (TEXT_ENCODER,),
-    IMAGE_ENCODER: (IMAGE_ENCODER,),
+    # the Admin service (upgrades) goes where the image writes are
+    IMAGE_ENCODER: (IMAGE_ENCODER, ADMIN),
     RANKER: (RANKER,),
 }
 
@@ -67,16 +69,27 @@ class App:
 
 
 def _inference(app: App) -> Any:
-    from services.inference.factory import build_backend
+    from services.inference.factory import build_models
 
-    return build_backend(app.settings.common)
+    return build_models(app.settings.common)
 
 
 def _store(app: App) -> Any:
+    from services.inference.models import ServedModels
     from services.store.factory import build_store
 
-    info = app.components[INFERENCE].info
-    return build_store(app.settings.common.store, info.version, info.embed_dim)
+    models: ServedModels = app.components[INFERENCE]
+    versions = [(v, models.backend(v).info.embed_dim) for v in models.versions]
+    store = build_store(app.settings.common.store, versions)
+    live = store.live_version(fresh=True)
+    if live not in models.versions:
+        store.close()
+        raise ValueError(
+            f"the store's live model version is {live}, which this process does not load "
+            f"({list(models.versions)}): add its checkpoint to common.standby_models, or "
+            "upgrade the store to one of these first"
+        )
+    return store
 
 
 def _text(app: App) -> Any:
@@ -85,11 +98,9 @@ def _text(app: App) -> Any:
     from teran.checkpoint import load_tokenizer
 
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
-        inference = app.components[INFERENCE]
-        checkpoint = app.settings.common.model.checkpoint
-        assert checkpoint is not None  # Settings validated it
-        tokenizer = load_tokenizer(checkpoint)
-        return TextEncoding(inference, tokenizer, app.settings.text_encoder.max_sentences)
+        models = app.components[INFERENCE]
+        tokenizers = {v: load_tokenizer(models.checkpoints[v]) for v in models.versions}
+        return TextEncoding(models, tokenizers, app.settings.text_encoder.max_sentences)
     return TextEncoderClient(app.settings.ranker.text_encoder_url)
 
 
@@ -106,7 +117,7 @@ def _text_encoder(app: App) -> Any:
     from services.text_encoder.service import SERVICE, TextEncoderServicer
     from teran.v1 import text_encoder_pb2_grpc
 
-    servicer = TextEncoderServicer(app.components[TEXT], app.components[INFERENCE].info.version)
+    servicer = TextEncoderServicer(app.components[TEXT])
     text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer
@@ -119,7 +130,6 @@ def _image_encoder(app: App) -> Any:
     servicer = ImageEncoderServicer(
         app.components[IMAGES],
         app.components[STORE],
-        app.components[INFERENCE].info.version,
         max_in_flight=app.settings.image_encoder.max_in_flight,
     )
     image_encoder_pb2_grpc.add_ImageEncoderServicer_to_server(servicer, app.server.server)
@@ -136,10 +146,20 @@ def _ranker(app: App) -> Any:
     ranker = Ranker(
         app.components[STORE], app.components[TEXT], cfg.candidates, cfg.max_top_k, cfg.max_offset
     )
-    servicer = RankerServicer(
-        ranker, app.components[IMAGES], app.components[INFERENCE].info.version
-    )
+    servicer = RankerServicer(ranker, app.components[IMAGES])
     ranker_pb2_grpc.add_RankerServicer_to_server(servicer, app.server.server)
+    app.server.add_service(SERVICE)
+    return servicer
+
+
+def _admin(app: App) -> Any:
+    from services.upgrade.reindex import Reindexer
+    from services.upgrade.service import SERVICE, AdminServicer
+    from teran.v1 import admin_pb2_grpc
+
+    reindexer = Reindexer(app.components[STORE], app.components[IMAGES], app.components[TEXT])
+    servicer = AdminServicer(reindexer, app.components[INFERENCE])
+    admin_pb2_grpc.add_AdminServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer
 
@@ -160,6 +180,7 @@ MODULES: dict[str, Module] = {
         Module(TEXT_ENCODER, _text_encoder, (TEXT, INFERENCE)),
         Module(IMAGE_ENCODER, _image_encoder, (IMAGES, STORE, INFERENCE)),
         Module(RANKER, _ranker, (STORE, TEXT, IMAGES, INFERENCE)),
+        Module(ADMIN, _admin, (STORE, TEXT, IMAGES, INFERENCE)),
     )
 }
 

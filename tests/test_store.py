@@ -34,7 +34,7 @@ from services.store import (
     StoreUnavailable,
     VectorStore,
 )
-from services.store.base import point_id
+from services.store.base import Source, point_id
 from services.store.edge import EdgeStore
 from services.store.qdrant import QdrantStore
 
@@ -363,19 +363,89 @@ def test_model_versions_do_not_mix(store: VectorStore) -> None:
     store.upsert_images([image(rng, "old")])
     store.upsert_sentences([sentence(rng, "old")])
     store.open("v2", DIM)
-    assert (store.count_images(), store.count_sentences()) == (0, 0)
-    assert store.get_images(["img-old"]) == [None]
-    assert store.search_images(unit(rng, 3), 10) == []
-    store.upsert_images([image(rng, "new")])
+    assert store.live_version() == V1  # opening another version does not make it live
+    assert (store.count_images("v2"), store.count_sentences("v2")) == (0, 0)
+    assert store.get_images(["img-old"], "v2") == [None]
+    assert store.search_images(unit(rng, 3), 10, version="v2") == []
+    store.upsert_images([image(rng, "new")], "v2")
     with pytest.raises(ValueError, match=r"(?s)(32.*64|64.*32)"):
         store.open(V1, DIM * 2)
-    store.open(V1, DIM)
-    assert store.count_images() == 1
+    assert store.count_images() == 1  # the live version: v1
     assert [h.id for h in store.search_images(unit(rng, 3), 10)] == ["img-old"]
     assert store.get_images(["img-new"]) == [None]
     store.open("v3-wide", DIM * 2)  # another model may have another dimension
-    store.upsert_images([StoredImage("w", unit(rng, 2, DIM * 2), np.zeros((2, 4)))])
-    assert store.count_images() == 1
+    store.upsert_images([StoredImage("w", unit(rng, 2, DIM * 2), np.zeros((2, 4)))], "v3-wide")
+    assert store.count_images("v3-wide") == 1
+    with pytest.raises(StoreUnavailable, match="v9"):
+        store.count_images("v9")
+    assert store.versions() == ["v1", "v2", "v3-wide"]
+
+
+def test_switch_live_moves_both_aliases_at_once(backend: Backend) -> None:
+    rng = np.random.default_rng(17)
+    store = backend.opened()
+    store.open("v2", DIM)
+    store.upsert_images([image(rng, "old")])
+    store.upsert_sentences([sentence(rng, "old")])
+    store.upsert_images([image(rng, "new")], "v2")
+    store.upsert_sentences([sentence(rng, "new")], "v2")
+    store.switch_live("v2")
+    assert store.live_version() == store.live_version(fresh=True) == "v2"
+    assert [h.id for h in store.search_images(unit(rng, 3), 10)] == ["img-new"]
+    assert [h.id for h in store.search_sentences(unit(rng, 3), 10)] == ["sen-new"]
+    with pytest.raises(ValueError, match="live"):
+        store.drop_version("v2")
+    with pytest.raises(StoreUnavailable, match="not opened"):
+        store.switch_live("v7")
+    store.drop_version(V1)
+    assert store.versions() == ["v2"]
+    with pytest.raises(StoreUnavailable):
+        store.count_images(V1)
+    store.close()
+    if backend.kind in PERSISTENT:  # the switch is durable
+        again = backend.make()
+        again.open("v2", DIM)
+        assert again.live_version() == "v2" and again.count_images() == 1
+        again.close()
+
+
+def test_sources_round_trip_and_revisions(store: VectorStore) -> None:
+    rng = np.random.default_rng(18)
+    features = rng.standard_normal((3, 7)).astype(np.float32)
+    boxes = rng.uniform(0, 1, (3, 4)).astype(np.float32)
+    picture = bytes(range(256)) * 3
+    store.put_sources(
+        [
+            Source("a", "image", "r1", image=picture, uri="u://a", payload={"k": 1}),
+            Source("b", "image", "r2", features=features, boxes=boxes),
+            Source("a", "sentence", "r3", text="a dog runs.", payload={"lang": "en"}),
+        ]
+    )
+    a, b, missing = store.get_sources("image", ["a", "b", "zz"])
+    assert missing is None and a is not None and b is not None
+    assert (a.image, a.uri, a.payload, a.rev) == (picture, "u://a", {"k": 1}, "r1")
+    assert b.image is None and b.features is not None and b.boxes is not None
+    np.testing.assert_array_equal(b.features, features)
+    np.testing.assert_allclose(b.boxes, boxes, atol=1e-7)
+    (s,) = store.get_sources("sentence", ["a"])
+    assert s is not None and (s.text, s.payload, s.rev) == ("a dog runs.", {"lang": "en"}, "r3")
+    assert store.source_revisions("image") == {"a": "r1", "b": "r2"}
+    assert store.source_revisions("sentence") == {"a": "r3"}
+
+    store.upsert_images([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")])
+    assert store.index_revisions("image", V1) == {"a": "r1"}
+    assert store.get_images(["a"])[0].rev == "r1"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="needs an image or features"):
+        store.put_sources([Source("c", "image", "r")])
+    with pytest.raises(ValueError, match="reserved"):
+        store.put_sources([Source("c", "sentence", "r", text="x", payload={"_id": 1})])
+
+    store.open("v2", DIM)
+    store.upsert_images([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")], "v2")
+    assert store.delete_everywhere("image", ["a", "b", "zz"]) == ["zz"]
+    assert store.get_sources("image", ["a", "b"]) == [None, None]
+    assert store.count_images(V1) == store.count_images("v2") == 0
+    assert store.source_revisions("sentence") == {"a": "r3"}  # other kind untouched
 
 
 def test_reopen_persists(persistent_backend: Backend) -> None:

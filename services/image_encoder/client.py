@@ -8,7 +8,13 @@ import grpc
 import numpy as np
 
 from services.convert import from_matrix
-from services.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from services.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
 from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
 from teran.v1 import image_encoder_pb2 as pb
@@ -22,8 +28,12 @@ class ImageEncoderClient:
         self.address = address
         self.timeout_s = timeout_s
 
-    def encode_query(self, source: str, message: Any, field: str) -> EncodedImage:
-        request = pb.EncodeImageRequest(**{source: getattr(message, source)})
+    def encode_query(
+        self, source: str, message: Any, field: str, version: str | None = None
+    ) -> EncodedImage:
+        request = pb.EncodeImageRequest(
+            **{source: getattr(message, source)}, model_version=version or ""
+        )
         try:
             with timed("image_encoder", "EncodeImage"):
                 response = self.stub.EncodeImage(request, timeout=self.timeout_s)
@@ -36,7 +46,14 @@ class ImageEncoderClient:
                 raise ResourceExhausted(f"{field}.{source}", problem) from err
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unavailable(f"image encoder at {self.address}: {details}") from err
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(f"image encoder at {self.address}: {details}") from err
             raise ServiceError(f"image encoder at {self.address}: {code.name} {details}") from err
+        if version and response.model_version != version:
+            raise FailedPrecondition(
+                f"image encoder at {self.address} answered with model "
+                f"{response.model_version}, not {version}"
+            )
         boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in response.boxes], dtype=np.float32)
         return EncodedImage(
             regions=from_matrix(response.regions, "regions"),

@@ -19,7 +19,7 @@ from PIL import Image
 from services.config import ImageEncoderCfg
 from services.convert import from_boxes, from_matrix
 from services.errors import InvalidArgument, ResourceExhausted
-from services.inference.base import InferenceBackend
+from services.inference.models import ServedModels
 from teran.regions import to_pixels
 from teran.v1 import common_pb2
 
@@ -42,16 +42,18 @@ class ImageInput:
     features: np.ndarray | None = None
     boxes: np.ndarray | None = None
     size_bytes: int = 0
+    data: bytes | None = None
+    """The encoded picture as received (kept as the item's source)."""
 
 
 class ImageEncoding:
     """The image side of the platform, used by the ImageEncoder service and the ranker."""
 
-    def __init__(self, backend: InferenceBackend, cfg: ImageEncoderCfg) -> None:
-        self.backend = backend
+    def __init__(self, models: ServedModels, cfg: ImageEncoderCfg) -> None:
+        self.models = models
         self.cfg = cfg
 
-    def decode(self, data: bytes, field: str) -> ImageInput:
+    def decode(self, data: bytes, field: str, version: str | None = None) -> ImageInput:
         """Bytes -> RGB picture, refusing empty, oversized, bomb and undecodable inputs."""
         if not data:
             raise InvalidArgument(field, "empty image")
@@ -59,7 +61,7 @@ class ImageEncoding:
             raise ResourceExhausted(
                 field, f"{len(data)} bytes, more than the limit of {self.cfg.max_image_bytes}"
             )
-        if self.backend.info.image_size is None:
+        if self.models.backend(version).info.image_size is None:
             raise InvalidArgument(field, "this model reads precomputed regions only, not pictures")
         try:
             with warnings.catch_warnings():
@@ -78,49 +80,63 @@ class ImageEncoding:
             raise ResourceExhausted(field, f"decompression bomb refused: {err}") from err
         except Exception as err:  # PIL raises many types for bad data
             raise InvalidArgument(field, f"cannot decode image: {err}") from err
-        return ImageInput(picture=picture, size_bytes=len(data))
+        return ImageInput(picture=picture, size_bytes=len(data), data=data)
 
-    def regions_input(self, regions: common_pb2.RegionFeatures, field: str) -> ImageInput:
+    def regions_input(
+        self, regions: common_pb2.RegionFeatures, field: str, version: str | None = None
+    ) -> ImageInput:
         features = from_matrix(regions.features, f"{field}.features")
-        if features.shape[1] != self.backend.info.feat_dim:
+        boxes = from_boxes(regions.boxes, features.shape[0], f"{field}.boxes")
+        return self.features_input(features, boxes, field, version)
+
+    def features_input(
+        self, features: np.ndarray, boxes: np.ndarray, field: str, version: str | None = None
+    ) -> ImageInput:
+        feat_dim = self.models.backend(version).info.feat_dim
+        if features.shape[1] != feat_dim:
             raise InvalidArgument(
                 f"{field}.features",
-                f"{features.shape[1]} values per region, the model reads "
-                f"{self.backend.info.feat_dim}",
+                f"{features.shape[1]} values per region, the model reads {feat_dim}",
             )
         if features.shape[0] > self.cfg.max_regions:
             raise InvalidArgument(
                 f"{field}.features", f"{features.shape[0]} regions, at most {self.cfg.max_regions}"
             )
-        boxes = from_boxes(regions.boxes, features.shape[0], f"{field}.boxes")
         return ImageInput(features=features, boxes=boxes, size_bytes=features.nbytes)
 
-    def read(self, source: str, message: Any, field: str) -> ImageInput:
+    def read(self, source: str, message: Any, field: str, version: str | None = None) -> ImageInput:
         """The `image` or `regions` member of a request or stream item, checked."""
         if source == "image":
-            return self.decode(message.image, f"{field}.image")
+            return self.decode(message.image, f"{field}.image", version)
         if source == "regions":
-            return self.regions_input(message.regions, f"{field}.regions")
+            return self.regions_input(message.regions, f"{field}.regions", version)
         raise InvalidArgument(field, "set image or regions")
 
-    def encode_query(self, source: str, message: Any, field: str) -> EncodedImage:
-        return self.encode([self.read(source, message, field)])[0]
+    def encode_query(
+        self, source: str, message: Any, field: str, version: str | None = None
+    ) -> EncodedImage:
+        return self.encode([self.read(source, message, field, version)], version)[0]
 
-    def encode(self, inputs: Sequence[ImageInput]) -> list[EncodedImage]:
-        """Checked inputs -> embeddings, pictures and feature sets each in one model call."""
+    def encode(
+        self, inputs: Sequence[ImageInput], version: str | None = None
+    ) -> list[EncodedImage]:
+        """Checked inputs -> embeddings with model `version` (None: the primary), pictures and
+        feature sets each in one model call."""
+        backend = self.models.backend(version)
         out: list[EncodedImage | None] = [None] * len(inputs)
         pictures = [i for i, x in enumerate(inputs) if x.picture is not None]
         regions = [i for i, x in enumerate(inputs) if x.picture is None]
         if pictures:
-            size = self.backend.info.image_size
-            assert size is not None
+            size = backend.info.image_size
+            if size is None:
+                raise InvalidArgument("image", "this model reads precomputed regions only")
             pixels = to_pixels([inputs[i].picture for i in pictures], size).numpy()  # type: ignore[misc]
-            slots, boxes = self.backend.encode_pixels(pixels)
+            slots, boxes = backend.encode_pixels(pixels)
             for row, i in enumerate(pictures):
                 out[i] = EncodedImage(slots[row, 1:], boxes[row], slots[row, 0])
         if regions:
             width = max(len(inputs[i].features) for i in regions)  # type: ignore[arg-type]
-            feat_dim = self.backend.info.feat_dim
+            feat_dim = backend.info.feat_dim
             feats = np.zeros((len(regions), width, feat_dim), dtype=np.float32)
             boxes_in = np.zeros((len(regions), width, 4), dtype=np.float32)
             counts = np.zeros(len(regions), dtype=np.int64)
@@ -128,7 +144,7 @@ class ImageEncoding:
                 f, b = inputs[i].features, inputs[i].boxes
                 assert f is not None and b is not None
                 feats[row, : len(f)], boxes_in[row, : len(b)], counts[row] = f, b, len(f)
-            slots = self.backend.encode_regions(feats, boxes_in, counts)
+            slots = backend.encode_regions(feats, boxes_in, counts)
             for row, i in enumerate(regions):
                 n = int(counts[row])
                 out[i] = EncodedImage(slots[row, 1 : n + 1], boxes_in[row, :n], slots[row, 0])

@@ -2,8 +2,12 @@
 
 Ingest reads the client's stream on its own thread and processes whatever has arrived, up to a
 chunk, as one model call and one store write; results go back in the order items came. An item
-is acknowledged as stored only after the store's write returned (durable), so a client that saw
+is acknowledged as stored only after the store's writes returned (durable), so a client that saw
 `stored = true` never loses that item; a bad item fails alone and the stream goes on.
+
+Each chunk is encoded with the live model version, read once: its source is written first, then
+its points. If the live version changed meanwhile (an upgrade switched), the chunk is written
+into the new version too, so an item acknowledged around a switch is never missing from it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import grpc
 from services.convert import from_struct, to_boxes, to_matrix
 from services.errors import InvalidArgument, grpc_errors, status_of
 from services.image_encoder.encoding import ImageEncoding, ImageInput
+from services.image_encoder.indexing import index_images
 from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
-from services.store.base import StoredImage, VectorStore
+from services.store.base import Source, VectorStore, new_rev
 from teran.v1 import image_encoder_pb2 as pb
 from teran.v1 import image_encoder_pb2_grpc as pb_grpc
 
@@ -35,13 +40,11 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
         self,
         encoding: ImageEncoding,
         store: VectorStore,
-        model_version: str,
         chunk: int = 16,
         max_in_flight: int = 512,
     ) -> None:
         self.encoding = encoding
         self.store = store
-        self.model_version = model_version
         self.chunk = chunk
         self.max_in_flight = max_in_flight
 
@@ -49,12 +52,13 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
     def EncodeImage(
         self, request: pb.EncodeImageRequest, context: grpc.ServicerContext
     ) -> pb.EncodeImageResponse:
-        item = self.encoding.read(request.WhichOneof("source") or "", request, "request")
-        encoded = self.encoding.encode([item])[0]
+        version = request.model_version or self.store.live_version()
+        source = request.WhichOneof("source") or ""
+        encoded = self.encoding.encode_query(source, request, "request", version)
         return pb.EncodeImageResponse(
             regions=to_matrix(encoded.regions),
             boxes=to_boxes(encoded.boxes),
-            model_version=self.model_version,
+            model_version=version,
             **{"global": to_matrix(encoded.global_vector[None])},
         )
 
@@ -91,7 +95,11 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
 
     def _ingest_chunk(self, messages: list[pb.IngestItem], first: int) -> list[pb.IngestResult]:
         results: list[pb.IngestResult | None] = [None] * len(messages)
-        accepted: list[tuple[int, ImageInput]] = []
+        try:
+            version = self.store.live_version()
+        except Exception as err:  # the store is down: every item fails, the stream goes on
+            return [_failure(m.id, err) for m in messages]
+        accepted: list[tuple[int, ImageInput, Source]] = []
         for k, message in enumerate(messages):
             field = f"items[{first + k}]"
             try:
@@ -101,35 +109,50 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
                 bad = [key for key in payload if key.startswith(RESERVED_PREFIX)]
                 if bad:
                     raise InvalidArgument(f"{field}.payload", f"reserved key {bad[0]!r}")
-                source = message.WhichOneof("source") or ""
-                accepted.append((k, self.encoding.read(source, message, field)))
+                kind = message.WhichOneof("source") or ""
+                item = self.encoding.read(kind, message, field, version)
+                source = Source(
+                    message.id,
+                    "image",
+                    new_rev(),
+                    image=item.data,
+                    features=item.features,
+                    boxes=item.boxes,
+                    uri=message.uri,
+                    payload=payload,
+                )
+                accepted.append((k, item, source))
             except Exception as err:
                 results[k] = _failure(message.id, err)
         if accepted:
+            inputs = [item for _, item, _ in accepted]
+            sources = [source for _, _, source in accepted]
             try:
-                encoded = self.encoding.encode([x for _, x in accepted])
-                stored = [
-                    StoredImage(
-                        id=messages[k].id,
-                        regions=e.regions,
-                        boxes=e.boxes,
-                        uri=messages[k].uri,
-                        payload=from_struct(messages[k].payload),
-                    )
-                    for (k, _), e in zip(accepted, encoded, strict=True)
-                ]
-                with timed("store", "upsert_images"):
-                    self.store.upsert_images(stored)
-                for (k, item), e in zip(accepted, encoded, strict=True):
+                with timed("store", "put_sources"):
+                    self.store.put_sources(sources)
+                encoded = index_images(self.encoding, self.store, sources, inputs, version)
+                self._follow_switch(version, sources, inputs)
+                for (k, item, _), e in zip(accepted, encoded, strict=True):
                     results[k] = pb.IngestResult(
                         id=messages[k].id, stored=True, code=0, regions=len(e.regions)
                     )
                     INGESTED_ITEMS.labels("stored").inc()
                     INGESTED_BYTES.inc(item.size_bytes)
-            except Exception as err:  # model or store failed: none of these items is stored
-                for k, _ in accepted:
+            except Exception as err:  # model or store failed: none of these items is acked
+                for k, _, _ in accepted:
                     results[k] = _failure(messages[k].id, err)
         return [r for r in results if r is not None]
+
+    def _follow_switch(self, version: str, sources: list[Source], inputs: list[ImageInput]) -> None:
+        """Write the chunk into the live version too if an upgrade switched during it."""
+        live = self.store.live_version(fresh=True)
+        if live == version:
+            return
+        if live not in self.store.opened_versions():
+            # not served here: the upgrade's catch-up pass re-encodes it from the source
+            log.warning("live version %s is not loaded here; left to the upgrade", live)
+            return
+        index_images(self.encoding, self.store, sources, inputs, live)
 
 
 def _failure(item_id: str, err: BaseException) -> pb.IngestResult:

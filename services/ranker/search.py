@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,17 +22,18 @@ import torch
 from services.errors import InvalidArgument
 from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
-from services.store.base import PayloadFilter, StoredImage, StoredSentence, VectorStore
-from services.text_encoder.encoding import EncodedSentence
+from services.ranker.indexing import TextEncoder, as_query, index_sentences
+from services.store.base import (
+    PayloadFilter,
+    Source,
+    StoredImage,
+    StoredSentence,
+    VectorStore,
+    new_rev,
+)
 from teran.alignment import AlignmentMode, alignment_scores
 
-
-class TextEncoder(Protocol):
-    """In-process `TextEncoding` or a gRPC client of the TextEncoder service."""
-
-    def encode(
-        self, sentences: Sequence[str], field: str = "sentences", single: bool = False
-    ) -> list[EncodedSentence]: ...
+__all__ = ["Ranker", "TextEncoder", "as_query", "explain", "mrsw"]
 
 
 @dataclass
@@ -54,13 +55,6 @@ class ImageResult:
 class SentenceResult:
     sentence: StoredSentence
     score: float
-
-
-def as_query(text: str) -> str:
-    """Queries end with a full stop, like the captions TERAN learns from: its word set leaves
-    out the token before [SEP], which should be the full stop, not the query's last word."""
-    text = text.strip()
-    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def mrsw(regions: Sequence[np.ndarray], words: Sequence[np.ndarray]) -> np.ndarray:
@@ -130,19 +124,25 @@ class Ranker:
         offset: int = 0,
         flt: PayloadFilter | None = None,
         with_explanation: bool = False,
-    ) -> tuple[list[ImageResult], list[str]]:
-        """Images for a sentence, best first, and the query words that were aligned."""
+        version: str | None = None,
+    ) -> tuple[list[ImageResult], list[str], str]:
+        """Images for a sentence, best first, the query words that were aligned, and the model
+        version that answered (`version`, default the live one: query and stored vectors
+        always come from that one model)."""
         top_k = self._window(top_k, offset)
         if not query.strip():
             raise InvalidArgument("query", "empty query")
-        encoded = self.text.encode([as_query(query)], "query", single=True)[0]
+        version = version or self.store.live_version()
+        encoded = self.text.encode([as_query(query)], "query", single=True, version=version)[0]
         words, tokens = encoded.words, encoded.word_tokens
         if len(words) == 0:
             raise InvalidArgument("query", "no words to align")
+        limit = max(self.candidates, offset + top_k)
         with timed("store", "search_images"):
-            hits = self.store.search_images(words, max(self.candidates, offset + top_k), flt)
+            hits = self.store.search_images(words, limit, flt, version)
         with timed("store", "get_images"):
-            images = [im for im in self.store.get_images([h.id for h in hits]) if im is not None]
+            found = self.store.get_images([h.id for h in hits], version)
+            images = [im for im in found if im is not None]
         scores = mrsw([im.regions for im in images], [words])[:, 0]
         order = np.argsort(-scores, kind="stable")[offset : offset + top_k]
         results = [
@@ -153,27 +153,30 @@ class Ranker:
             )
             for i in order
         ]
-        return results, list(tokens)
+        return results, list(tokens), version
 
     def search_sentences(
         self,
         image: EncodedImage,
+        version: str,
         top_k: int = 10,
         offset: int = 0,
         flt: PayloadFilter | None = None,
     ) -> list[SentenceResult]:
+        """Sentences for an image encoded with model `version`."""
         top_k = self._window(top_k, offset)
+        limit = max(self.candidates, offset + top_k)
         with timed("store", "search_sentences"):
-            hits = self.store.search_sentences(
-                image.regions, max(self.candidates, offset + top_k), flt
-            )
+            hits = self.store.search_sentences(image.regions, limit, flt, version)
         with timed("store", "get_sentences"):
-            sentences = [s for s in self.store.get_sentences([h.id for h in hits]) if s is not None]
+            found = self.store.get_sentences([h.id for h in hits], version)
+            sentences = [s for s in found if s is not None]
         scores = mrsw([image.regions], [s.words for s in sentences])[0]
         order = np.argsort(-scores, kind="stable")[offset : offset + top_k]
         return [SentenceResult(sentences[i], float(scores[i])) for i in order]
 
     def ingest_sentences(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+        """Store sentences (source first, then the live version's points); durable on return."""
         if not items:
             raise InvalidArgument("sentences", "at least one sentence is required")
         for i, (sentence_id, text, _) in enumerate(items):
@@ -181,14 +184,15 @@ class Ranker:
                 raise InvalidArgument(f"sentences[{i}].id", "ids must be 1..256 characters")
             if not text.strip():
                 raise InvalidArgument(f"sentences[{i}].text", "empty sentence")
-        encoded: list[EncodedSentence] = []
-        texts = [as_query(text) for _, text, _ in items]
-        for start in range(0, len(texts), 64):
-            encoded += self.text.encode(texts[start : start + 64], "sentences")
-        stored = [
-            StoredSentence(id=sid, text=text, words=e.words, tokens=e.word_tokens, payload=payload)
-            for (sid, text, payload), e in zip(items, encoded, strict=True)
+        version = self.store.live_version()
+        sources = [
+            Source(sid, "sentence", new_rev(), text=text, payload=payload)
+            for sid, text, payload in items
         ]
-        with timed("store", "upsert_sentences"):
-            self.store.upsert_sentences(stored)
-        return len(stored)
+        with timed("store", "put_sources"):
+            self.store.put_sources(sources)
+        index_sentences(self.text, self.store, sources, version)
+        live = self.store.live_version(fresh=True)
+        if live != version and live in self.store.opened_versions():
+            index_sentences(self.text, self.store, sources, live)  # an upgrade switched meanwhile
+        return len(sources)

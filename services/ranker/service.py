@@ -30,7 +30,9 @@ class ImageSource(Protocol):
     """Turns a query image (bytes or regions) into region embeddings: in-process `ImageEncoding`
     or a gRPC client of the ImageEncoder service."""
 
-    def encode_query(self, source: str, request: Any, field: str) -> EncodedImage: ...
+    def encode_query(
+        self, source: str, request: Any, field: str, version: str | None = None
+    ) -> EncodedImage: ...
 
 
 def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None:
@@ -57,14 +59,13 @@ def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None
 
 
 class RankerServicer(pb_grpc.RankerServicer):
-    def __init__(self, ranker: Ranker, images: ImageSource | None, model_version: str) -> None:
+    def __init__(self, ranker: Ranker, images: ImageSource | None) -> None:
         self.ranker = ranker
         self.images = images
-        self.model_version = model_version
 
     @grpc_errors
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        results, words = self.ranker.search(
+        results, words, version = self.ranker.search(
             request.query,
             request.top_k,
             request.offset,
@@ -91,7 +92,7 @@ class RankerServicer(pb_grpc.RankerServicer):
                 for r in results
             ],
             words=words,
-            model_version=self.model_version,
+            model_version=version,
         )
 
     @grpc_errors
@@ -101,17 +102,18 @@ class RankerServicer(pb_grpc.RankerServicer):
         source = request.WhichOneof("query")
         if source is None:
             raise InvalidArgument("query", "set image, regions or image_id")
+        version = self.ranker.store.live_version()
         if source == "image_id":
-            stored = self.ranker.store.get_images([request.image_id])[0]
+            stored = self.ranker.store.get_images([request.image_id], version)[0]
             if stored is None:
                 raise NotFound(f"image_id: no stored image {request.image_id!r}")
             image = EncodedImage(stored.regions, stored.boxes, stored.regions.mean(0))
         else:
             if self.images is None:
                 raise InvalidArgument("query", "this ranker has no image encoder configured")
-            image = self.images.encode_query(source, request, "query")
+            image = self.images.encode_query(source, request, "query", version)
         results = self.ranker.search_sentences(
-            image, request.top_k, request.offset, to_filter(request.filter)
+            image, version, request.top_k, request.offset, to_filter(request.filter)
         )
         return pb.SearchSentencesResponse(
             hits=[
@@ -123,7 +125,7 @@ class RankerServicer(pb_grpc.RankerServicer):
                 )
                 for r in results
             ],
-            model_version=self.model_version,
+            model_version=version,
         )
 
     @grpc_errors
@@ -150,8 +152,9 @@ class RankerServicer(pb_grpc.RankerServicer):
         sentence_ids = check_ids(request.sentence_ids, "sentence_ids")
         if not image_ids and not sentence_ids:
             raise InvalidArgument("image_ids", "give image_ids and/or sentence_ids")
-        missing = self.ranker.store.delete_images(image_ids) if image_ids else []
-        missing += self.ranker.store.delete_sentences(sentence_ids) if sentence_ids else []
+        store = self.ranker.store
+        missing = store.delete_everywhere("image", image_ids) if image_ids else []
+        missing += store.delete_everywhere("sentence", sentence_ids) if sentence_ids else []
         return pb.DeleteResponse(
             deleted=len(image_ids) + len(sentence_ids) - len(missing), not_found=missing
         )
@@ -159,11 +162,12 @@ class RankerServicer(pb_grpc.RankerServicer):
     @grpc_errors
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
         store = self.ranker.store
-        images, sentences = collection_names(self.model_version)
+        version = store.live_version()
+        images, sentences = collection_names(version)
         return pb.StatsResponse(
-            images=store.count_images(),
-            sentences=store.count_sentences(),
-            model_version=self.model_version,
+            images=store.count_images(version),
+            sentences=store.count_sentences(version),
+            model_version=version,
             image_collection=images,
             sentence_collection=sentences,
         )

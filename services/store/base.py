@@ -5,17 +5,26 @@ Images are stored as sets of L2-normalised region vectors and sentences as sets 
 the max dot product over stored vectors), which on normalised vectors is TERAN's MrSw score, so
 the store's ranking is the model's ranking, not an approximation of it.
 
+Every item's source (the picture or region features an image came from, a sentence's text) is
+kept in one version-independent collection, the system of record. Each model version's
+collections are indexes derived from it, and the aliases `teran_images` / `teran_sentences` name
+the live version: a new model is rolled out by deriving its indexes from the sources and then
+switching both aliases at once (`services.upgrade`), so a reader never mixes versions.
+
 Backends implement a handful of per-collection primitives (`MultiVectorStore`); id mapping,
 payload layout, validation and filter translation live here so that they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
+import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,9 +38,21 @@ ID_NAMESPACE = uuid.UUID("6f1c1e0a-7d4b-5c8e-9a53-2b7f0d4e8c11")
 
 RESERVED_PREFIX = "_"
 KEY_ID, KEY_URI, KEY_BOXES, KEY_TEXT, KEY_TOKENS = "_id", "_uri", "_boxes", "_text", "_tokens"
+KEY_REV = "_rev"
+"""Revision of the source an indexed point was made from: an index is current where it matches."""
+KEY_KIND, KEY_IMAGE, KEY_FEATURES = "_kind", "_image", "_features"
 
-IMAGE_VECTOR, SENTENCE_VECTOR = "regions", "words"
-"""Vector names inside the image and sentence collections."""
+IMAGE_VECTOR, SENTENCE_VECTOR, SOURCE_VECTOR = "regions", "words", "source"
+"""Vector names inside the image, sentence and source collections."""
+
+IMAGES_ALIAS, SENTENCES_ALIAS = "teran_images", "teran_sentences"
+"""Aliases naming the live model version's collections."""
+SOURCES = "teran_sources"
+"""The version-independent collection of sources (a 1-d placeholder vector per point)."""
+_IMAGES_PREFIX, _SENTENCES_PREFIX = "teran_images__", "teran_sentences__"
+_PLACEHOLDER = np.ones((1, 1), dtype=np.float32)
+
+SourceKind = Literal["image", "sentence"]
 
 NORM_TOLERANCE = 1e-3
 """Stored vectors must have |norm - 1| below this: dot-product MaxSim equals MrSw only then."""
@@ -57,6 +78,8 @@ class StoredImage:
     boxes: np.ndarray
     uri: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
+    rev: str = ""
+    """The revision of the `Source` these vectors were made from."""
 
     def __post_init__(self) -> None:
         self.regions = np.ascontiguousarray(self.regions, dtype=np.float32)
@@ -72,9 +95,80 @@ class StoredSentence:
     words: np.ndarray
     tokens: list[str]
     payload: dict[str, Any] = field(default_factory=dict)
+    rev: str = ""
 
     def __post_init__(self) -> None:
         self.words = np.ascontiguousarray(self.words, dtype=np.float32)
+
+
+def new_rev() -> str:
+    """A fresh source revision: compared for equality only, so no clock is involved."""
+    return uuid.uuid4().hex
+
+
+@dataclass(eq=False)
+class Source:
+    """What an item was made from, kept so that another model version can re-encode it.
+
+    An image has `image` (the encoded picture) or `features` [R, F] with `boxes` [R, 4]
+    (precomputed regions); a sentence has `text`.
+    """
+
+    id: str
+    kind: SourceKind
+    rev: str
+    image: bytes | None = None
+    features: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    text: str | None = None
+    uri: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **_check_user_payload(self.id, self.payload),
+            KEY_ID: self.id,
+            KEY_KIND: self.kind,
+            KEY_REV: self.rev,
+            KEY_URI: self.uri,
+        }
+        if self.kind == "sentence":
+            if not isinstance(self.text, str):
+                raise ValueError(f"sentence source {self.id!r} needs its text")
+            out[KEY_TEXT] = self.text
+        elif self.image is not None:
+            out[KEY_IMAGE] = base64.b64encode(self.image).decode("ascii")
+        elif self.features is not None and self.boxes is not None:
+            features = np.ascontiguousarray(self.features, dtype=np.float32)
+            if features.ndim != 2 or self.boxes.shape != (features.shape[0], 4):
+                raise ValueError(f"image source {self.id!r}: features [R, F] need boxes [R, 4]")
+            data = base64.b64encode(features.tobytes()).decode("ascii")
+            out[KEY_FEATURES] = [features.shape[1], data]
+            out[KEY_BOXES] = np.asarray(self.boxes, dtype=np.float32).tolist()
+        else:
+            raise ValueError(f"image source {self.id!r} needs an image or features with boxes")
+        return out
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Source:
+        kind = payload[KEY_KIND]
+        features = boxes = None
+        if KEY_FEATURES in payload:
+            width, data = payload[KEY_FEATURES]
+            features = np.frombuffer(base64.b64decode(data), dtype=np.float32).reshape(-1, width)
+            boxes = np.asarray(payload[KEY_BOXES], dtype=np.float32).reshape(-1, 4)
+        image = payload.get(KEY_IMAGE)
+        return cls(
+            id=payload[KEY_ID],
+            kind=kind,
+            rev=payload[KEY_REV],
+            image=base64.b64decode(image) if image is not None else None,
+            features=features,
+            boxes=boxes,
+            text=payload.get(KEY_TEXT) if kind == "sentence" else None,
+            uri=payload.get(KEY_URI, ""),
+            payload=_user_payload(payload),
+        )
 
 
 @dataclass(frozen=True)
@@ -205,6 +299,11 @@ def point_id(item_id: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, item_id))
 
 
+def source_point_id(kind: SourceKind, item_id: str) -> str:
+    """Sources of images and sentences share a collection but not an id space."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{kind}:{item_id}"))
+
+
 def collection_names(model_version: str) -> tuple[str, str]:
     """(images, sentences) collection names: one pair per model so embeddings never mix."""
     if not isinstance(model_version, str) or not _VERSION_RE.match(model_version):
@@ -212,7 +311,14 @@ def collection_names(model_version: str) -> tuple[str, str]:
             f"model_version {model_version!r} must match {_VERSION_RE.pattern} "
             "(it names collections and folders)"
         )
-    return f"teran_images__{model_version}", f"teran_sentences__{model_version}"
+    return f"{_IMAGES_PREFIX}{model_version}", f"{_SENTENCES_PREFIX}{model_version}"
+
+
+def version_of(collection: str) -> str | None:
+    """The model version an image collection belongs to (None for other collections)."""
+    if collection.startswith(_IMAGES_PREFIX):
+        return collection[len(_IMAGES_PREFIX) :]
+    return None
 
 
 def _check_id(item_id: object) -> str:
@@ -286,55 +392,129 @@ def records_by_id(
 
 
 class VectorStore(ABC):
-    """What services need from storage: versioned collections of images and sentences."""
+    """What services need from storage: sources, versioned indexes and the live alias.
+
+    Index operations take `version`, the model version whose collections to use; None means
+    the live one. A request resolves the live version once (`live_version`) and passes it to
+    every call, so its query vectors and the stored vectors always come from one model.
+    """
+
+    # -- versions -----------------------------------------------------------------------------
 
     @abstractmethod
     def open(self, model_version: str, dim: int) -> None:
-        """Create or open this model version's collections; ValueError if `dim` disagrees."""
+        """Create or open this version's collections (and the sources); ValueError if `dim`
+        disagrees. The first version opened in an empty store becomes live."""
 
     @abstractmethod
-    def upsert_images(self, items: Sequence[StoredImage]) -> None:
+    def live_version(self, fresh: bool = False) -> str:
+        """The version the aliases name (cached briefly unless `fresh`)."""
+
+    @abstractmethod
+    def switch_live(self, model_version: str) -> None:
+        """Point both aliases at an opened version, atomically."""
+
+    @abstractmethod
+    def versions(self) -> list[str]:
+        """Model versions with collections in the store, opened here or not."""
+
+    @abstractmethod
+    def drop_version(self, model_version: str) -> None:
+        """Delete a version's collections; refuses the live one."""
+
+    # -- sources ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def put_sources(self, items: Sequence[Source]) -> None:
+        """Insert or overwrite by (kind, id); durable once it returns."""
+
+    @abstractmethod
+    def get_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[Source | None]:
+        """Sources in `ids` order (None where absent)."""
+
+    @abstractmethod
+    def source_revisions(self, kind: SourceKind) -> dict[str, str]:
+        """{id: rev} of every source of `kind`."""
+
+    @abstractmethod
+    def index_revisions(self, kind: SourceKind, version: str) -> dict[str, str]:
+        """{id: rev} of every point in `version`'s image or sentence collection."""
+
+    # -- indexes ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def upsert_images(self, items: Sequence[StoredImage], version: str | None = None) -> None:
         """Insert or overwrite by id; durable once it returns."""
 
     @abstractmethod
-    def get_images(self, ids: Sequence[str]) -> list[StoredImage | None]:
+    def get_images(
+        self, ids: Sequence[str], version: str | None = None
+    ) -> list[StoredImage | None]:
         """Images in `ids` order (None where absent), with vectors for exact re-scoring."""
 
     @abstractmethod
     def search_images(
-        self, words: np.ndarray, limit: int, filter: PayloadFilter | None = None
+        self,
+        words: np.ndarray,
+        limit: int,
+        filter: PayloadFilter | None = None,
+        version: str | None = None,
     ) -> list[Hit]:
         """Exact MaxSim of the query words against stored regions, best first."""
 
     @abstractmethod
-    def delete_images(self, ids: Sequence[str]) -> list[str]:
-        """Delete by id; returns the ids that were not stored."""
+    def delete_images(self, ids: Sequence[str], version: str | None = None) -> list[str]:
+        """Delete from one version's index (None: live); returns the ids it did not hold."""
 
     @abstractmethod
-    def upsert_sentences(self, items: Sequence[StoredSentence]) -> None:
+    def upsert_sentences(self, items: Sequence[StoredSentence], version: str | None = None) -> None:
         """Insert or overwrite by id; durable once it returns."""
 
     @abstractmethod
-    def get_sentences(self, ids: Sequence[str]) -> list[StoredSentence | None]:
+    def get_sentences(
+        self, ids: Sequence[str], version: str | None = None
+    ) -> list[StoredSentence | None]:
         """Sentences in `ids` order (None where absent)."""
 
     @abstractmethod
     def search_sentences(
-        self, regions: np.ndarray, limit: int, filter: PayloadFilter | None = None
+        self,
+        regions: np.ndarray,
+        limit: int,
+        filter: PayloadFilter | None = None,
+        version: str | None = None,
     ) -> list[Hit]:
         """Exact MaxSim of the query regions against stored words, best first."""
 
     @abstractmethod
-    def delete_sentences(self, ids: Sequence[str]) -> list[str]:
-        """Delete by id; returns the ids that were not stored."""
+    def delete_sentences(self, ids: Sequence[str], version: str | None = None) -> list[str]:
+        """Delete from one version's index (None: live); returns the ids it did not hold."""
 
     @abstractmethod
-    def count_images(self) -> int:
+    def count_images(self, version: str | None = None) -> int:
         """Number of stored images."""
 
     @abstractmethod
-    def count_sentences(self) -> int:
+    def count_sentences(self, version: str | None = None) -> int:
         """Number of stored sentences."""
+
+    def delete_everywhere(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        """Delete items for good: their sources, then every opened version's points (an index
+        is derived, so a point without a source would be resurrected by nothing but also
+        removed by the next upgrade sync). Returns the ids stored nowhere."""
+        missing = set(self._delete_sources(kind, ids))
+        for version in self.opened_versions():
+            delete = self.delete_images if kind == "image" else self.delete_sentences
+            missing &= set(delete(ids, version))
+        return [i for i in dict.fromkeys(ids) if i in missing]
+
+    @abstractmethod
+    def _delete_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        """Delete sources; returns the ids that had none."""
+
+    @abstractmethod
+    def opened_versions(self) -> list[str]:
+        """Versions opened by this process."""
 
     @abstractmethod
     def close(self) -> None:
@@ -349,12 +529,14 @@ class MultiVectorStore(VectorStore):
     """`VectorStore` on top of per-collection primitives that each Qdrant backend provides."""
 
     MAX_LIMIT = 10_000
+    SCROLL_BATCH = 1024
 
-    def __init__(self) -> None:
-        self._dim: int | None = None
-        self._images: str | None = None
-        self._sentences: str | None = None
+    def __init__(self, alias_ttl_s: float = 1.0) -> None:
+        self._opened: dict[str, tuple[str, str, int]] = {}
         self._closed = False
+        self.alias_ttl_s = alias_ttl_s
+        self._live: tuple[str, float] | None = None
+        self._live_lock = threading.Lock()
 
     # -- primitives -------------------------------------------------------------------------
 
@@ -370,7 +552,7 @@ class MultiVectorStore(VectorStore):
     def _retrieve(
         self, name: str, vector_name: str, pids: list[str], with_vectors: bool
     ) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
-        """Stored points by point id (absent ids omitted)."""
+        """Stored points by point id (absent ids omitted); full payload only with vectors."""
 
     @abstractmethod
     def _query(
@@ -392,30 +574,151 @@ class MultiVectorStore(VectorStore):
         """Exact number of points."""
 
     @abstractmethod
+    def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
+        """The `keys` of every point's payload, in any order."""
+
+    @abstractmethod
+    def _get_alias(self, alias: str) -> str | None:
+        """The collection `alias` names, None when it does not exist."""
+
+    @abstractmethod
+    def _set_aliases(self, aliases: dict[str, str]) -> None:
+        """Create or move every alias to its collection in one atomic operation."""
+
+    @abstractmethod
+    def _collections(self) -> list[str]:
+        """Names of every collection in the store."""
+
+    @abstractmethod
+    def _drop(self, name: str) -> None:
+        """Delete a collection and its data."""
+
+    @abstractmethod
     def _close(self) -> None:
         """Release backend resources."""
 
-    # -- interface --------------------------------------------------------------------------
+    # -- versions ---------------------------------------------------------------------------
 
-    def open(self, model_version: str, dim: int) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("store is closed")
+
+    def open(self, model_version: str, dim: int) -> None:
+        self._check_open()
         images, sentences = collection_names(model_version)
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self._open_collection(SOURCES, SOURCE_VECTOR, 1)
         self._open_collection(images, IMAGE_VECTOR, dim)
         self._open_collection(sentences, SENTENCE_VECTOR, dim)
-        self._images, self._sentences, self._dim = images, sentences, dim
+        self._opened[model_version] = (images, sentences, dim)
+        if self._get_alias(IMAGES_ALIAS) is None:
+            self._set_aliases({IMAGES_ALIAS: images, SENTENCES_ALIAS: sentences})
 
-    def _ready(self) -> tuple[str, str, int]:
-        if self._closed:
-            raise StoreUnavailable("store is closed")
-        if self._images is None or self._sentences is None or self._dim is None:
+    def opened_versions(self) -> list[str]:
+        return list(self._opened)
+
+    def live_version(self, fresh: bool = False) -> str:
+        self._check_open()
+        now = time.monotonic()
+        with self._live_lock:
+            cached = self._live
+        if cached is not None and not fresh and now - cached[1] < self.alias_ttl_s:
+            return cached[0]
+        name = self._get_alias(IMAGES_ALIAS)
+        version = version_of(name) if name is not None else None
+        if version is None:
+            raise StoreUnavailable(
+                f"alias {IMAGES_ALIAS!r} names no model version's collection ({name!r}): "
+                "open a version first"
+            )
+        with self._live_lock:
+            self._live = (version, now)
+        return version
+
+    def switch_live(self, model_version: str) -> None:
+        images, sentences, _ = self._ready(model_version)
+        self._set_aliases({IMAGES_ALIAS: images, SENTENCES_ALIAS: sentences})
+        with self._live_lock:
+            self._live = (model_version, time.monotonic())
+
+    def versions(self) -> list[str]:
+        self._check_open()
+        found = (version_of(n) for n in self._collections())
+        return sorted(v for v in found if v is not None)
+
+    def drop_version(self, model_version: str) -> None:
+        images, sentences = collection_names(model_version)
+        if model_version == self.live_version(fresh=True):
+            raise ValueError(f"model version {model_version!r} is live: switch away first")
+        self._opened.pop(model_version, None)
+        existing = set(self._collections())
+        for name in (images, sentences):
+            if name in existing:
+                self._drop(name)
+
+    def _ready(self, version: str | None) -> tuple[str, str, int]:
+        self._check_open()
+        if not self._opened:
             raise StoreUnavailable("store is not opened: call open(model_version, dim) first")
-        return self._images, self._sentences, self._dim
+        version = version if version is not None else self.live_version()
+        opened = self._opened.get(version)
+        if opened is None:
+            raise StoreUnavailable(
+                f"model version {version!r} is not opened here (opened: {list(self._opened)})"
+            )
+        return opened
 
-    def upsert_images(self, items: Sequence[StoredImage]) -> None:
-        images, _, dim = self._ready()
+    # -- sources ----------------------------------------------------------------------------
+
+    def put_sources(self, items: Sequence[Source]) -> None:
+        self._ready(None)
+        points: list[PointData] = []
+        for item in items:
+            _check_id(item.id)
+            if item.kind not in ("image", "sentence"):
+                raise ValueError(f"source {item.id!r}: kind must be image or sentence")
+            points.append((source_point_id(item.kind, item.id), _PLACEHOLDER, item.to_payload()))
+        _check_unique([p[0] for p in points])
+        if points:
+            self._upsert(SOURCES, SOURCE_VECTOR, points)
+
+    def get_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[Source | None]:
+        self._ready(None)
+        checked = _check_ids(ids)
+        pids = [source_point_id(kind, i) for i in checked]
+        found = self._retrieve(SOURCES, SOURCE_VECTOR, list(dict.fromkeys(pids)), True)
+        return [Source.from_payload(found[p][1]) if p in found else None for p in pids]
+
+    def _delete_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        self._ready(None)
+        checked = list(dict.fromkeys(_check_ids(ids)))
+        by_pid = {source_point_id(kind, i): i for i in checked}
+        present = self._retrieve(SOURCES, SOURCE_VECTOR, list(by_pid), False)
+        if present:
+            self._delete(SOURCES, list(present))
+        return [i for pid, i in by_pid.items() if pid not in present]
+
+    def source_revisions(self, kind: SourceKind) -> dict[str, str]:
+        self._ready(None)
+        return {
+            str(p[KEY_ID]): str(p.get(KEY_REV, ""))
+            for p in self._scroll(SOURCES, [KEY_ID, KEY_KIND, KEY_REV], self.SCROLL_BATCH)
+            if p.get(KEY_KIND) == kind
+        }
+
+    def index_revisions(self, kind: SourceKind, version: str) -> dict[str, str]:
+        images, sentences, _ = self._ready(version)
+        name = images if kind == "image" else sentences
+        return {
+            str(p[KEY_ID]): str(p.get(KEY_REV, ""))
+            for p in self._scroll(name, [KEY_ID, KEY_REV], self.SCROLL_BATCH)
+        }
+
+    # -- indexes ----------------------------------------------------------------------------
+
+    def upsert_images(self, items: Sequence[StoredImage], version: str | None = None) -> None:
+        images, _, dim = self._ready(version)
         points: list[PointData] = []
         for item in items:
             item_id = _check_id(item.id)
@@ -433,14 +736,15 @@ class MultiVectorStore(VectorStore):
                 KEY_ID: item_id,
                 KEY_URI: item.uri,
                 KEY_BOXES: item.boxes.tolist(),
+                KEY_REV: item.rev,
             }
             points.append((point_id(item_id), regions, payload))
         _check_unique([p[2][KEY_ID] for p in points])
         if points:
             self._upsert(images, IMAGE_VECTOR, points)
 
-    def upsert_sentences(self, items: Sequence[StoredSentence]) -> None:
-        _, sentences, dim = self._ready()
+    def upsert_sentences(self, items: Sequence[StoredSentence], version: str | None = None) -> None:
+        _, sentences, dim = self._ready(version)
         points: list[PointData] = []
         for item in items:
             item_id = _check_id(item.id)
@@ -460,14 +764,17 @@ class MultiVectorStore(VectorStore):
                 KEY_ID: item_id,
                 KEY_TEXT: item.text,
                 KEY_TOKENS: list(tokens),
+                KEY_REV: item.rev,
             }
             points.append((point_id(item_id), words, payload))
         _check_unique([p[2][KEY_ID] for p in points])
         if points:
             self._upsert(sentences, SENTENCE_VECTOR, points)
 
-    def get_images(self, ids: Sequence[str]) -> list[StoredImage | None]:
-        images, _, _ = self._ready()
+    def get_images(
+        self, ids: Sequence[str], version: str | None = None
+    ) -> list[StoredImage | None]:
+        images, _, _ = self._ready(version)
         found = self._get(images, IMAGE_VECTOR, ids)
         out: list[StoredImage | None] = []
         for rec in found:
@@ -482,12 +789,15 @@ class MultiVectorStore(VectorStore):
                     boxes=np.asarray(payload.get(KEY_BOXES, []), dtype=np.float32).reshape(-1, 4),
                     uri=payload.get(KEY_URI, ""),
                     payload=_user_payload(payload),
+                    rev=payload.get(KEY_REV, ""),
                 )
             )
         return out
 
-    def get_sentences(self, ids: Sequence[str]) -> list[StoredSentence | None]:
-        _, sentences, _ = self._ready()
+    def get_sentences(
+        self, ids: Sequence[str], version: str | None = None
+    ) -> list[StoredSentence | None]:
+        _, sentences, _ = self._ready(version)
         found = self._get(sentences, SENTENCE_VECTOR, ids)
         out: list[StoredSentence | None] = []
         for rec in found:
@@ -502,6 +812,7 @@ class MultiVectorStore(VectorStore):
                     words=vec,
                     tokens=list(payload.get(KEY_TOKENS, [])),
                     payload=_user_payload(payload),
+                    rev=payload.get(KEY_REV, ""),
                 )
             )
         return out
@@ -524,15 +835,23 @@ class MultiVectorStore(VectorStore):
         return out
 
     def search_images(
-        self, words: np.ndarray, limit: int, filter: PayloadFilter | None = None
+        self,
+        words: np.ndarray,
+        limit: int,
+        filter: PayloadFilter | None = None,
+        version: str | None = None,
     ) -> list[Hit]:
-        images, _, dim = self._ready()
+        images, _, dim = self._ready(version)
         return self._search(images, IMAGE_VECTOR, "query words", words, dim, limit, filter)
 
     def search_sentences(
-        self, regions: np.ndarray, limit: int, filter: PayloadFilter | None = None
+        self,
+        regions: np.ndarray,
+        limit: int,
+        filter: PayloadFilter | None = None,
+        version: str | None = None,
     ) -> list[Hit]:
-        _, sentences, dim = self._ready()
+        _, sentences, dim = self._ready(version)
         return self._search(
             sentences, SENTENCE_VECTOR, "query regions", regions, dim, limit, filter
         )
@@ -562,12 +881,12 @@ class MultiVectorStore(VectorStore):
         rows = self._query(name, vector_name, q, limit, clauses)
         return [Hit(id=str(payload[KEY_ID]), score=float(score)) for payload, score in rows]
 
-    def delete_images(self, ids: Sequence[str]) -> list[str]:
-        images, _, _ = self._ready()
+    def delete_images(self, ids: Sequence[str], version: str | None = None) -> list[str]:
+        images, _, _ = self._ready(version)
         return self._delete_ids(images, IMAGE_VECTOR, ids)
 
-    def delete_sentences(self, ids: Sequence[str]) -> list[str]:
-        _, sentences, _ = self._ready()
+    def delete_sentences(self, ids: Sequence[str], version: str | None = None) -> list[str]:
+        _, sentences, _ = self._ready(version)
         return self._delete_ids(sentences, SENTENCE_VECTOR, ids)
 
     def _delete_ids(self, name: str, vector_name: str, ids: Sequence[str]) -> list[str]:
@@ -580,11 +899,11 @@ class MultiVectorStore(VectorStore):
             self._delete(name, list(present))
         return [i for pid, i in by_pid.items() if pid not in present]
 
-    def count_images(self) -> int:
-        return self._count(self._ready()[0])
+    def count_images(self, version: str | None = None) -> int:
+        return self._count(self._ready(version)[0])
 
-    def count_sentences(self) -> int:
-        return self._count(self._ready()[1])
+    def count_sentences(self, version: str | None = None) -> int:
+        return self._count(self._ready(version)[1])
 
     def close(self) -> None:
         if not self._closed:

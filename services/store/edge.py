@@ -1,6 +1,8 @@
 """`VectorStore` over qdrant-edge-py: Qdrant's Rust storage engine inside this process.
 
-One shard folder per collection under `root` (`root/teran_images__{version}/`, ...). Same
+One shard folder per collection under `root` (`root/teran_images__{version}/`, ...), and the
+aliases in `root/aliases.json` (the engine has no aliases of its own; only one process opens a
+folder, so that file, replaced atomically, is authoritative). Same
 semantics as `QdrantStore`: DOT distance on normalised vectors (= TERAN's cosine), MaxSim
 multivectors, exact search only (HNSW on multivectors had ~0.6 recall@10), the same payload
 layout and filter translation.
@@ -15,6 +17,10 @@ loss. `flush()` msyncs the WAL and fsyncs the segments (~70-150 ms). With `sync_
 
 from __future__ import annotations
 
+import json
+import operator
+import os
+import shutil
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,11 +38,12 @@ from .base import (
     PointData,
     StoreError,
     StoreUnavailable,
-    collection_names,
     records_by_id,
 )
 
 _T = TypeVar("_T")
+
+ALIASES_FILE = "aliases.json"
 
 UPSERT_BATCH = 512
 """Points per update operation: bounds the Python-side copy while keeping calls few.
@@ -123,8 +130,9 @@ class EdgeStore(MultiVectorStore):
         *,
         sync_writes: bool = True,
         max_search_threads: int | None = None,
+        alias_ttl_s: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(alias_ttl_s)
         self.root = Path(path)
         self.root.mkdir(parents=True, exist_ok=True)
         self.sync_writes = sync_writes
@@ -132,6 +140,10 @@ class EdgeStore(MultiVectorStore):
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._aliases_file = self.root / ALIASES_FILE
+        self._aliases: dict[str, str] = (
+            json.loads(self._aliases_file.read_text()) if self._aliases_file.exists() else {}
+        )
 
     def _config(self, vector_name: str, dim: int) -> qe.EdgeConfig:
         params = qe.EdgeVectorParams(
@@ -154,19 +166,6 @@ class EdgeStore(MultiVectorStore):
         shard = self._shard(name)
         with _translate_errors(action, name):
             return fn(shard)
-
-    def open(self, model_version: str, dim: int) -> None:
-        """Open this version's shards and close any other version's (they hold WAL locks)."""
-        super().open(model_version, dim)
-        keep = set(collection_names(model_version))
-        with self._lock:
-            stale = [n for n in self._shards if n not in keep]
-            shards = [self._shards.pop(n) for n in stale]
-            for n in stale:
-                self._dims.pop(n, None)
-        for name, shard in zip(stale, shards, strict=True):
-            with _translate_errors("close", name):
-                shard.close()
 
     def _open_collection(self, name: str, vector_name: str, dim: int) -> None:
         with self._lock:
@@ -253,6 +252,54 @@ class EdgeStore(MultiVectorStore):
     def _count(self, name: str) -> int:
         return int(self._run("count", name, lambda s: s.count(qe.CountRequest(exact=True))))
 
+    def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                limit=batch, offset=offset, with_payload=list(keys), with_vector=False
+            )
+            points, offset = self._run("scroll", name, operator.methodcaller("scroll", request))
+            for point in points:
+                yield dict(point.payload or {})
+            if offset is None:
+                return
+
+    def _get_alias(self, alias: str) -> str | None:
+        with self._lock:
+            return self._aliases.get(alias)
+
+    def _set_aliases(self, aliases: dict[str, str]) -> None:
+        with self._lock:
+            updated = {**self._aliases, **aliases}
+            scratch = self._aliases_file.with_suffix(".tmp")
+            with open(scratch, "w") as f:
+                json.dump(updated, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(scratch, self._aliases_file)  # atomic: readers see old or new, whole
+            directory = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._aliases = updated
+
+    def _collections(self) -> list[str]:
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if (p / "edge_config.json").exists() or (p / "segments").exists()
+        )
+
+    def _drop(self, name: str) -> None:
+        with self._lock:
+            shard = self._shards.pop(name, None)
+            self._dims.pop(name, None)
+        if shard is not None:
+            with _translate_errors("close", name):
+                shard.close()
+        shutil.rmtree(self.root / name, ignore_errors=True)
+
     def flush(self) -> None:
         """Force everything to disk (for `sync_writes=False` users at checkpoints)."""
         with self._lock:
@@ -276,11 +323,12 @@ class EdgeStore(MultiVectorStore):
             raise StoreError("; ".join(errors))
 
     def healthy(self) -> bool:
-        if self._closed or self._images is None or self._sentences is None:
+        if self._closed or not self._opened:
             return False
         try:
-            self._count(self._images)
-            self._count(self._sentences)
+            for images, sentences, _ in self._opened.values():
+                self._count(images)
+                self._count(sentences)
         except Exception:
             return False
         return True

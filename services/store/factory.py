@@ -1,19 +1,23 @@
-"""The configured vector store, opened for the served model version."""
+"""The configured vector store, opened for every model version this process serves."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from services.config import StoreCfg
 from services.store.base import VectorStore
 
 
-def build_store(cfg: StoreCfg, model_version: str, dim: int) -> VectorStore:
-    """`edge`: Qdrant's engine embedded in this process (single-process mode). `qdrant`: a
+def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorStore:
+    """Open `versions` ((model version, dim), the primary first: an empty store goes live on it).
+
+    `edge`: Qdrant's engine embedded in this process (single-process mode). `qdrant`: a
     Qdrant server or cluster at `url` through qdrant-client (or its local mode under `path`)."""
     store: VectorStore
     if cfg.kind == "edge":
         from services.store.edge import EdgeStore
 
-        store = EdgeStore(cfg.path)
+        store = EdgeStore(cfg.path, alias_ttl_s=cfg.alias_ttl_s)
     else:
         from qdrant_client import QdrantClient
 
@@ -23,6 +27,11 @@ def build_store(cfg: StoreCfg, model_version: str, dim: int) -> VectorStore:
             client = QdrantClient(url=cfg.url, api_key=cfg.api_key, timeout=10)
         else:
             client = QdrantClient(path=str(cfg.path))
-        store = QdrantStore(client)
-    store.open(model_version, dim)
+        store = QdrantStore(client, alias_ttl_s=cfg.alias_ttl_s)
+    try:
+        for version, dim in versions:
+            store.open(version, dim)
+    except BaseException:
+        store.close()
+        raise
     return store

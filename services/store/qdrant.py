@@ -12,6 +12,7 @@ Python: use it for tests, a server for scale.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -99,8 +100,8 @@ class QdrantStore(MultiVectorStore):
     concurrently.
     """
 
-    def __init__(self, client: QdrantClient) -> None:
-        super().__init__()
+    def __init__(self, client: QdrantClient, alias_ttl_s: float = 1.0) -> None:
+        super().__init__(alias_ttl_s)
         self._client = client
         opts = client.init_options
         self.local = opts.get("location") == ":memory:" or opts.get("path") is not None
@@ -205,6 +206,52 @@ class QdrantStore(MultiVectorStore):
 
     def _count(self, name: str) -> int:
         return int(self._call("count", lambda: self._client.count(name, exact=True).count))
+
+    def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
+        offset: Any = None
+        while True:
+            points, offset = self._call(
+                "scroll",
+                functools.partial(
+                    self._client.scroll,
+                    name,
+                    limit=batch,
+                    offset=offset,
+                    with_payload=list(keys),
+                    with_vectors=False,
+                ),
+            )
+            for point in points:
+                yield dict(point.payload or {})
+            if offset is None:
+                return
+
+    def _get_alias(self, alias: str) -> str | None:
+        found = self._call("get_aliases", self._client.get_aliases).aliases
+        return next((a.collection_name for a in found if a.alias_name == alias), None)
+
+    def _set_aliases(self, aliases: dict[str, str]) -> None:
+        # Qdrant applies one update_collection_aliases call atomically: readers see all the
+        # old targets or all the new ones.
+        ops: list[Any] = [
+            m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias))
+            for alias in aliases
+            if self._get_alias(alias) is not None
+        ]
+        ops += [
+            m.CreateAliasOperation(
+                create_alias=m.CreateAlias(collection_name=name, alias_name=alias)
+            )
+            for alias, name in aliases.items()
+        ]
+        self._call("update_collection_aliases", lambda: self._client.update_collection_aliases(ops))
+
+    def _collections(self) -> list[str]:
+        found = self._call("get_collections", self._client.get_collections).collections
+        return sorted(c.name for c in found)
+
+    def _drop(self, name: str) -> None:
+        self._call("delete_collection", lambda: self._client.delete_collection(name))
 
     def _close(self) -> None:
         self._call("close", self._client.close)

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from services.convert import from_matrix
-from services.errors import InvalidArgument, ServiceError, Unavailable
+from services.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.metrics import timed
 from services.text_encoder.encoding import EncodedSentence
 from teran.v1 import text_encoder_pb2 as pb
@@ -23,13 +23,16 @@ class TextEncoderClient:
         self.timeout_s = timeout_s
 
     def encode(
-        self, sentences: Sequence[str], field: str = "sentences", single: bool = False
+        self,
+        sentences: Sequence[str],
+        field: str = "sentences",
+        single: bool = False,
+        version: str | None = None,
     ) -> list[EncodedSentence]:
+        request = pb.EncodeTextRequest(sentences=list(sentences), model_version=version or "")
         try:
             with timed("text_encoder", "EncodeText"):
-                response = self.stub.EncodeText(
-                    pb.EncodeTextRequest(sentences=list(sentences)), timeout=self.timeout_s
-                )
+                response = self.stub.EncodeText(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""
             if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -37,7 +40,14 @@ class TextEncoderClient:
                 raise InvalidArgument(field, problem) from err
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unavailable(f"text encoder at {self.address}: {details}") from err
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(f"text encoder at {self.address}: {details}") from err
             raise ServiceError(f"text encoder at {self.address}: {code.name} {details}") from err
+        if version and response.model_version != version:
+            raise FailedPrecondition(
+                f"text encoder at {self.address} answered with model {response.model_version}, "
+                f"not {version}"
+            )
         return [
             EncodedSentence(
                 tokens=list(s.tokens),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.errors import InvalidArgument
-from services.inference.base import InferenceBackend
+from services.inference.models import ServedModels
 from teran.embeddings import TEXT_TOKENS_LEFT_OUT
 from teran.tokenizer import SentenceError, SentenceTokenizer
 
@@ -41,15 +41,25 @@ class TextEncoding:
     """The text side of the platform, used by the TextEncoder service and the ranker."""
 
     def __init__(
-        self, backend: InferenceBackend, tokenizer: SentenceTokenizer, max_sentences: int = 64
+        self,
+        models: ServedModels,
+        tokenizers: dict[str, SentenceTokenizer],
+        max_sentences: int = 64,
     ) -> None:
-        self.backend = backend
-        self.tokenizer = tokenizer
+        self.models = models
+        self.tokenizers = tokenizers
         self.max_sentences = max_sentences
 
     def encode(
-        self, sentences: Sequence[str], field: str = "sentences", single: bool = False
+        self,
+        sentences: Sequence[str],
+        field: str = "sentences",
+        single: bool = False,
+        version: str | None = None,
     ) -> list[EncodedSentence]:
+        """Sentences -> token embeddings with model `version` (None: the primary)."""
+        backend = self.models.backend(version)
+        tokenizer = self.tokenizers[backend.info.version]
         if not sentences:
             raise InvalidArgument(field, "at least one sentence is required")
         if len(sentences) > self.max_sentences:
@@ -57,15 +67,17 @@ class TextEncoding:
                 field, f"{len(sentences)} sentences, at most {self.max_sentences} per request"
             )
         try:
-            batch = self.tokenizer(list(sentences))
+            batch = tokenizer(list(sentences))
         except SentenceError as err:
             name = field if len(sentences) == 1 and single else f"{field}[{err.index}]"
             raise InvalidArgument(name, err.problem) from err
-        vectors = self.backend.encode_text(batch.ids.numpy(), batch.lengths.numpy())
+        vectors = backend.encode_text(batch.ids.numpy(), batch.lengths.numpy())
         return [
             EncodedSentence(tokens=batch.tokens[i], embeddings=vectors[i, : int(n)])
             for i, n in enumerate(batch.lengths)
         ]
 
-    def encode_one(self, sentence: str, field: str = "query") -> EncodedSentence:
-        return self.encode([sentence], field, single=True)[0]
+    def encode_one(
+        self, sentence: str, field: str = "query", version: str | None = None
+    ) -> EncodedSentence:
+        return self.encode([sentence], field, single=True, version=version)[0]

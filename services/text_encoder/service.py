@@ -14,15 +14,15 @@ SERVICE = pb.DESCRIPTOR.services_by_name["TextEncoder"].full_name
 
 
 class TextEncoderServicer(pb_grpc.TextEncoderServicer):
-    def __init__(self, encoding: TextEncoding, model_version: str) -> None:
+    def __init__(self, encoding: TextEncoding) -> None:
         self.encoding = encoding
-        self.model_version = model_version
 
     @grpc_errors
     def EncodeText(
         self, request: pb.EncodeTextRequest, context: grpc.ServicerContext
     ) -> pb.EncodeTextResponse:
-        encoded = self.encoding.encode(list(request.sentences))
+        version = request.model_version or self.encoding.models.primary
+        encoded = self.encoding.encode(list(request.sentences), version=version)
         return pb.EncodeTextResponse(
             sentences=[
                 pb.EncodedSentence(
@@ -33,5 +33,5 @@ class TextEncoderServicer(pb_grpc.TextEncoderServicer):
                 )
                 for e in encoded
             ],
-            model_version=self.model_version,
+            model_version=version,
         )

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from teran.v1 import common_pb2 as teran_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cteran/v1/image_encoder.proto\x12\x08teran.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15teran/v1/common.proto\"\x97\x01\n\nIngestItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12+\n\x07regions\x18\x03 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06source\"Z\n\x0cIngestResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07regions\x18\x05 \x01(\r\"\\\n\x12\x45ncodeImageRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12+\n\x07regions\x18\x02 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x42\x08\n\x06source\"\x8f\x01\n\x13\x45ncodeImageResponse\x12!\n\x07regions\x18\x01 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x1c\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\r.teran.v1.Box\x12 \n\x06global\x18\x03 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x15\n\rmodel_version\x18\x04 \x01(\t2\x96\x01\n\x0cImageEncoder\x12:\n\x06Ingest\x12\x14.teran.v1.IngestItem\x1a\x16.teran.v1.IngestResult(\x01\x30\x01\x12J\n\x0b\x45ncodeImage\x12\x1c.teran.v1.EncodeImageRequest\x1a\x1d.teran.v1.EncodeImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cteran/v1/image_encoder.proto\x12\x08teran.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15teran/v1/common.proto\"\x97\x01\n\nIngestItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12+\n\x07regions\x18\x03 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06source\"Z\n\x0cIngestResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07regions\x18\x05 \x01(\r\"s\n\x12\x45ncodeImageRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12+\n\x07regions\x18\x02 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x15\n\rmodel_version\x18\x03 \x01(\tB\x08\n\x06source\"\x8f\x01\n\x13\x45ncodeImageResponse\x12!\n\x07regions\x18\x01 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x1c\n\x05\x62oxes\x18\x02 \x03(\x0b\x32\r.teran.v1.Box\x12 \n\x06global\x18\x03 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x15\n\rmodel_version\x18\x04 \x01(\t2\x96\x01\n\x0cImageEncoder\x12:\n\x06Ingest\x12\x14.teran.v1.IngestItem\x1a\x16.teran.v1.IngestResult(\x01\x30\x01\x12J\n\x0b\x45ncodeImage\x12\x1c.teran.v1.EncodeImageRequest\x1a\x1d.teran.v1.EncodeImageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESULT']._serialized_start=249
   _globals['_INGESTRESULT']._serialized_end=339
   _globals['_ENCODEIMAGEREQUEST']._serialized_start=341
-  _globals['_ENCODEIMAGEREQUEST']._serialized_end=433
-  _globals['_ENCODEIMAGERESPONSE']._serialized_start=436
-  _globals['_ENCODEIMAGERESPONSE']._serialized_end=579
-  _globals['_IMAGEENCODER']._serialized_start=582
-  _globals['_IMAGEENCODER']._serialized_end=732
+  _globals['_ENCODEIMAGEREQUEST']._serialized_end=456
+  _globals['_ENCODEIMAGERESPONSE']._serialized_start=459
+  _globals['_ENCODEIMAGERESPONSE']._serialized_end=602
+  _globals['_IMAGEENCODER']._serialized_start=605
+  _globals['_IMAGEENCODER']._serialized_end=755
 # @@protoc_insertion_point(module_scope)

@@ -37,12 +37,14 @@ class IngestResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., stored: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., regions: _Optional[int] = ...) -> None: ...
 
 class EncodeImageRequest(_message.Message):
-    __slots__ = ("image", "regions")
+    __slots__ = ("image", "regions", "model_version")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     regions: _common_pb2.RegionFeatures
-    def __init__(self, image: _Optional[bytes] = ..., regions: _Optional[_Union[_common_pb2.RegionFeatures, _Mapping]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, image: _Optional[bytes] = ..., regions: _Optional[_Union[_common_pb2.RegionFeatures, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EncodeImageResponse(_message.Message):
     __slots__ = ("regions", "boxes", "model_version")

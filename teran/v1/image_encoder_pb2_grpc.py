@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class ImageEncoderStub:
-    """Encodes images into region embeddings and stores them for search.
+    """Encodes images into region embeddings and stores them for search, with the live model
+    version (the one the store's aliases name). Every item's source is kept, so that another
+    model version can re-encode it (the Admin service).
     """
 
     def __init__(self, channel):
@@ -48,7 +50,9 @@ class ImageEncoderStub:
 
 
 class ImageEncoderServicer:
-    """Encodes images into region embeddings and stores them for search.
+    """Encodes images into region embeddings and stores them for search, with the live model
+    version (the one the store's aliases name). Every item's source is kept, so that another
+    model version can re-encode it (the Admin service).
     """
 
     def Ingest(self, request_iterator, context):
@@ -92,7 +96,9 @@ def add_ImageEncoderServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ImageEncoder:
-    """Encodes images into region embeddings and stores them for search.
+    """Encodes images into region embeddings and stores them for search, with the live model
+    version (the one the store's aliases name). Every item's source is kept, so that another
+    model version can re-encode it (the Admin service).
     """
 
     @staticmethod

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from teran.v1 import common_pb2 as teran_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bteran/v1/text_encoder.proto\x12\x08teran.v1\x1a\x15teran/v1/common.proto\"&\n\x11\x45ncodeTextRequest\x12\x11\n\tsentences\x18\x01 \x03(\t\"o\n\x0f\x45ncodedSentence\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12$\n\nembeddings\x18\x02 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x12\n\nfirst_word\x18\x03 \x01(\r\x12\x12\n\nword_count\x18\x04 \x01(\r\"Y\n\x12\x45ncodeTextResponse\x12,\n\tsentences\x18\x01 \x03(\x0b\x32\x19.teran.v1.EncodedSentence\x12\x15\n\rmodel_version\x18\x02 \x01(\t2V\n\x0bTextEncoder\x12G\n\nEncodeText\x12\x1b.teran.v1.EncodeTextRequest\x1a\x1c.teran.v1.EncodeTextResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bteran/v1/text_encoder.proto\x12\x08teran.v1\x1a\x15teran/v1/common.proto\"=\n\x11\x45ncodeTextRequest\x12\x11\n\tsentences\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"o\n\x0f\x45ncodedSentence\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12$\n\nembeddings\x18\x02 \x01(\x0b\x32\x10.teran.v1.Matrix\x12\x12\n\nfirst_word\x18\x03 \x01(\r\x12\x12\n\nword_count\x18\x04 \x01(\r\"Y\n\x12\x45ncodeTextResponse\x12,\n\tsentences\x18\x01 \x03(\x0b\x32\x19.teran.v1.EncodedSentence\x12\x15\n\rmodel_version\x18\x02 \x01(\t2V\n\x0bTextEncoder\x12G\n\nEncodeText\x12\x1b.teran.v1.EncodeTextRequest\x1a\x1c.teran.v1.EncodeTextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'teran.v1.text_encoder_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENCODETEXTREQUEST']._serialized_start=64
-  _globals['_ENCODETEXTREQUEST']._serialized_end=102
-  _globals['_ENCODEDSENTENCE']._serialized_start=104
-  _globals['_ENCODEDSENTENCE']._serialized_end=215
-  _globals['_ENCODETEXTRESPONSE']._serialized_start=217
-  _globals['_ENCODETEXTRESPONSE']._serialized_end=306
-  _globals['_TEXTENCODER']._serialized_start=308
-  _globals['_TEXTENCODER']._serialized_end=394
+  _globals['_ENCODETEXTREQUEST']._serialized_end=125
+  _globals['_ENCODEDSENTENCE']._serialized_start=127
+  _globals['_ENCODEDSENTENCE']._serialized_end=238
+  _globals['_ENCODETEXTRESPONSE']._serialized_start=240
+  _globals['_ENCODETEXTRESPONSE']._serialized_end=329
+  _globals['_TEXTENCODER']._serialized_start=331
+  _globals['_TEXTENCODER']._serialized_end=417
 # @@protoc_insertion_point(module_scope)

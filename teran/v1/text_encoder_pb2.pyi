@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EncodeTextRequest(_message.Message):
-    __slots__ = ("sentences",)
+    __slots__ = ("sentences", "model_version")
     SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     sentences: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sentences: _Optional[_Iterable[str]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, sentences: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class EncodedSentence(_message.Message):
     __slots__ = ("tokens", "embeddings", "first_word", "word_count")

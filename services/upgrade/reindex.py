@@ -1,0 +1,181 @@
+"""Deriving a model version's indexes from the sources, and moving the live alias to it.
+
+The sources collection is the system of record; each index point carries the revision of the
+source it was made from. Bringing version V up to date is therefore a diff: every source whose
+revision V lacks or holds stale is re-encoded, every point of V without a source is deleted.
+That diff is idempotent and converges under concurrent writes (a write changes a revision,
+which the next pass sees), so an upgrade is:
+
+1. copy: diff passes until what is left is small (writes keep arriving meanwhile);
+2. switch: both aliases move to V in one atomic store operation;
+3. catch-up: after a grace period covering replicas that read the alias just before the
+   switch, one more diff picks up what they wrote into the previous version.
+
+Search reads the alias once per request and uses that version for the query and the stored
+vectors, so it answers throughout and never mixes versions.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.errors import FailedPrecondition, ServiceError
+from services.image_encoder.encoding import ImageEncoding, ImageInput
+from services.image_encoder.indexing import index_images, source_input
+from services.ranker.indexing import TextEncoder, index_sentences
+from services.store.base import Source, SourceKind, VectorStore
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[SourceKind, ...] = ("image", "sentence")
+
+
+class Phase(enum.IntEnum):
+    """Values of `teran.v1.UpgradeProgress.Phase`."""
+
+    COPY = 1
+    SWITCH = 2
+    CATCH_UP = 3
+    DONE = 4
+
+
+@dataclass
+class Progress:
+    phase: Phase
+    version: str
+    total: int = 0
+    done: int = 0
+    live: str = ""
+
+
+@dataclass
+class SyncResult:
+    changed: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, id, why) of sources the version cannot encode."""
+
+
+class Cancelled(Exception):
+    """The caller went away; what was written so far stays valid (the next run resumes)."""
+
+
+class Reindexer:
+    def __init__(
+        self,
+        store: VectorStore,
+        images: ImageEncoding,
+        text: TextEncoder,
+        batch: int = 32,
+        max_copy_passes: int = 5,
+    ) -> None:
+        self.store = store
+        self.images = images
+        self.text = text
+        self.batch = batch
+        self.max_copy_passes = max_copy_passes
+        self._running = threading.Lock()
+
+    def plan(self, kind: SourceKind, version: str) -> tuple[list[str], list[str]]:
+        """(ids to encode, ids to delete) that bring `version`'s `kind` index in line."""
+        sources = self.store.source_revisions(kind)
+        indexed = self.store.index_revisions(kind, version)
+        stale = [i for i, rev in sources.items() if indexed.get(i) != rev]
+        orphans = [i for i in indexed if i not in sources]
+        return stale, orphans
+
+    def sync(
+        self,
+        version: str,
+        phase: Phase,
+        report: Callable[[Progress], None] = lambda p: None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> SyncResult:
+        """One diff pass over both kinds; returns what it changed and what it could not."""
+        result = SyncResult()
+        plans = {kind: self.plan(kind, version) for kind in KINDS}
+        total = sum(len(stale) + len(orphans) for stale, orphans in plans.values())
+        done = 0
+        report(Progress(phase, version, total, done))
+        for kind, (stale, orphans) in plans.items():
+            if orphans:
+                delete = (
+                    self.store.delete_images if kind == "image" else self.store.delete_sentences
+                )
+                delete(orphans, version)
+                done += len(orphans)
+                result.changed += len(orphans)
+            for start in range(0, len(stale), self.batch):
+                if cancelled():
+                    raise Cancelled(f"upgrade to {version} cancelled after {done} of {total}")
+                ids = stale[start : start + self.batch]
+                found = [s for s in self.store.get_sources(kind, ids) if s is not None]
+                if kind == "image":
+                    self._index_images(found, version, result)
+                elif found:
+                    index_sentences(self.text, self.store, found, version)
+                    result.changed += len(found)
+                done += len(ids)
+                report(Progress(phase, version, total, done))
+        return result
+
+    def _index_images(self, sources: Sequence[Source], version: str, result: SyncResult) -> None:
+        ok: list[Source] = []
+        inputs: list[ImageInput] = []
+        for source in sources:
+            try:
+                inputs.append(source_input(self.images, source, version))
+                ok.append(source)
+            except ServiceError as err:  # this model cannot read it (e.g. pictures vs regions)
+                result.failed.append(("image", source.id, err.message))
+        if ok:
+            index_images(self.images, self.store, ok, inputs, version)
+            result.changed += len(ok)
+
+    def upgrade(
+        self,
+        version: str,
+        grace_s: float = 5.0,
+        switch: bool = True,
+        report: Callable[[Progress], None] = lambda p: None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Bring `version` up to date, then make it live (see the module docstring)."""
+        if version not in self.store.opened_versions():
+            raise FailedPrecondition(
+                f"model version {version!r} is not loaded by this server "
+                f"(it loads {self.store.opened_versions()})"
+            )
+        if not self._running.acquire(blocking=False):
+            raise FailedPrecondition("an upgrade is already running on this server")
+        try:
+            for _ in range(self.max_copy_passes):
+                result = self.sync(version, Phase.COPY, report, cancelled)
+                if result.failed:
+                    raise FailedPrecondition(_failures(version, result.failed))
+                if result.changed <= self.batch:  # what is left is what arrives meanwhile
+                    break
+            if switch:
+                self.store.switch_live(version)
+                log.info("live model version is now %s", version)
+                report(Progress(Phase.SWITCH, version, live=version))
+                time.sleep(grace_s)
+                result = self.sync(version, Phase.CATCH_UP, report, cancelled)
+                if result.failed:  # only a write racing the switch with a foreign source
+                    log.error("%s", _failures(version, result.failed))
+            report(Progress(Phase.DONE, version, live=self.store.live_version(fresh=True)))
+        finally:
+            self._running.release()
+
+
+def _failures(version: str, failed: list[tuple[str, str, str]]) -> str:
+    shown = "; ".join(f"{kind} {i!r}: {why}" for kind, i, why in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    return (
+        f"model version {version} cannot encode {len(failed)} stored sources, nothing was "
+        f"switched: {shown}{more}"
+    )
