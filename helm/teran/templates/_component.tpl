@@ -63,18 +63,19 @@ spec:
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
       terminationGracePeriodSeconds: {{ $root.Values.shutdown.terminationGracePeriodSeconds }}
-      {{- if eq $root.Values.model.source "image" }}
+      {{- $model := $root.Values.model }}
+      {{- $standby := $root.Values.standbyModel }}
+      {{- $standbyImage := and $standby.enabled (eq $standby.source "image") }}
+      {{- if or (eq $model.source "image") $standbyImage }}
       initContainers:
+        {{- if eq $model.source "image" }}
         # The checkpoint (tokenizer, model version, weights) out of the model-repo image.
-        - name: model
-          image: {{ include "teran.modelImage" $root }}
-          imagePullPolicy: {{ $root.Values.model.image.pullPolicy }}
-          command: ["cp", "-R", "/model/.", "/models/"]
-          securityContext:
-            {{- toYaml $root.Values.securityContext | nindent 12 }}
-          volumeMounts:
-            - name: models
-              mountPath: /models
+        {{- include "teran.modelInitContainer" (dict "root" $root "name" "model" "volume" "models" "model" $model) | nindent 8 }}
+        {{- end }}
+        {{- if $standbyImage }}
+        # The standby model's checkpoint (standbyModel), mounted at /standby.
+        {{- include "teran.modelInitContainer" (dict "root" $root "name" "standby-model" "volume" "standby" "model" $standby) | nindent 8 }}
+        {{- end }}
       {{- end }}
       containers:
         - name: {{ .component }}
@@ -154,6 +155,11 @@ spec:
             - name: models
               mountPath: /models
               readOnly: true
+            {{- if $standby.enabled }}
+            - name: standby
+              mountPath: /standby
+              readOnly: true
+            {{- end }}
             - name: tmp
               mountPath: /tmp
             - name: cache
@@ -182,15 +188,10 @@ spec:
         - name: config
           configMap:
             name: {{ include "teran.fullname" $root }}
-        - name: models
-          {{- if eq $root.Values.model.source "image" }}
-          emptyDir:
-            sizeLimit: {{ $root.Values.model.sizeLimit }}
-          {{- else }}
-          persistentVolumeClaim:
-            claimName: {{ $root.Values.model.existingClaim }}
-            readOnly: true
-          {{- end }}
+        {{- include "teran.modelVolume" (dict "volume" "models" "model" $model) | nindent 8 }}
+        {{- if $standby.enabled }}
+        {{- include "teran.modelVolume" (dict "volume" "standby" "model" $standby) | nindent 8 }}
+        {{- end }}
         # The root filesystem is read-only: scratch space and library caches live here.
         - name: tmp
           emptyDir: {}

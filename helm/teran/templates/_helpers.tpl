@@ -83,10 +83,45 @@ The services' image; the tag defaults to the chart appVersion.
 {{- end }}
 
 {{/*
-The model-repo image (deploy/Dockerfile.model-repo); the tag defaults to the chart appVersion.
+A model-repo image (deploy/Dockerfile.model-repo); the tag defaults to the chart appVersion.
+Call with (dict "root" $ "model" .Values.model) or .Values.standbyModel.
 */}}
 {{- define "teran.modelImage" -}}
-{{- printf "%s:%s" .Values.model.image.repository (.Values.model.image.tag | default .Chart.AppVersion) }}
+{{- printf "%s:%s" .model.image.repository (.model.image.tag | default .root.Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The init container that copies a model out of its model-repo image (source: image) into the
+volume `volume`. The image's ENTRYPOINT copies /model into /models, so the volume is mounted at
+/models here whatever the main containers mount it at (/models, or /standby for the standby).
+Call with (dict "root" $ "name" "model" "volume" "models" "model" .Values.model).
+*/}}
+{{- define "teran.modelInitContainer" -}}
+- name: {{ .name }}
+  image: {{ include "teran.modelImage" . }}
+  imagePullPolicy: {{ .model.image.pullPolicy }}
+  command: ["cp", "-R", "/model/.", "/models/"]
+  securityContext:
+    {{- toYaml .root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: {{ .volume }}
+      mountPath: /models
+{{- end }}
+
+{{/*
+A model's volume: an emptyDir the init container fills (source: image), else the existing claim,
+read-only. Call with (dict "volume" "models" "model" .Values.model).
+*/}}
+{{- define "teran.modelVolume" -}}
+- name: {{ .volume }}
+  {{- if eq .model.source "image" }}
+  emptyDir:
+    sizeLimit: {{ .model.sizeLimit }}
+  {{- else }}
+  persistentVolumeClaim:
+    claimName: {{ .model.existingClaim }}
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -125,12 +160,14 @@ ports, model paths, inference backend, store, peers) merged with .Values.config.
 {{- $monolith := eq .Values.mode "monolith" }}
 {{- $server := dict "host" "0.0.0.0" "grpc_port" .Values.ports.grpc "metrics_port" .Values.ports.metrics }}
 {{- $model := dict "checkpoint" (printf "/models/%s" .Values.model.checkpointDir) }}
+{{- $standby := dict "checkpoint" (printf "/standby/%s" .Values.standbyModel.checkpointDir) }}
 {{- $inference := dict "backend" "inprocess" }}
 {{- if and (not $monolith) .Values.triton.enabled }}
 {{- $triton := include "teran.componentName" (dict "root" . "component" "triton") }}
 {{- $_ := set $inference "backend" "triton" }}
 {{- $_ := set $inference "triton_url" (printf "%s:%v" $triton .Values.triton.service.ports.grpc) }}
 {{- $_ := set $model "repository" (printf "/models/%s" .Values.model.repositoryDir) }}
+{{- $_ := set $standby "repository" (printf "/standby/%s" .Values.standbyModel.repositoryDir) }}
 {{- end }}
 {{- $store := dict "kind" "edge" "path" "/data/store" }}
 {{- if not $monolith }}
@@ -144,9 +181,14 @@ ports, model paths, inference backend, store, peers) merged with .Values.config.
 {{- $_ := set $ranker "image_encoder_url" (printf "%s:%v" $images .Values.imageEncoder.service.port) }}
 {{- end }}
 {{- $user := .Values.config }}
+{{- $common := dict "model" $model "inference" (merge $inference (dig "inference" dict $user)) "store" $store }}
+{{- /* Only when configured: a default render stays loadable by services without the key. */}}
+{{- if .Values.standbyModel.enabled }}
+{{- $_ := set $common "standby_models" (list $standby) }}
+{{- end }}
 {{- $config := dict
   "server" (merge $server (dig "server" dict $user))
-  "common" (dict "model" $model "inference" (merge $inference (dig "inference" dict $user)) "store" $store)
+  "common" $common
   "image_encoder" (dig "image_encoder" dict $user)
   "text_encoder" (dig "text_encoder" dict $user)
   "ranker" (merge $ranker (dig "ranker" dict $user))
@@ -159,4 +201,13 @@ A probe's timings: its values without `enabled`.
 */}}
 {{- define "teran.probeTimings" -}}
 {{- toYaml (omit . "enabled") }}
+{{- end }}
+
+{{/*
+The upgrade Job's name: Jobs are immutable, so each helm revision runs its own,
+<fullname>-upgrade-<revision> (the fullname shortened so the revision always fits in 63).
+*/}}
+{{- define "teran.upgrade.jobName" -}}
+{{- $suffix := printf "-upgrade-%v" .Release.Revision }}
+{{- printf "%s%s" (include "teran.fullname" . | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
 {{- end }}
