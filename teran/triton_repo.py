@@ -9,11 +9,17 @@ backend, `<repo>/<model>/<version>/model.py` (`teran/triton_python_model.py`), w
 
 Writing a new version leaves the older version folders in place (Triton serves the latest), so
 an upgrade is a new folder plus a config refresh, not a rewrite.
+
+A `name_prefix` ("next_") renames the served models (`next_teran_text_encoder`: folder, config
+name and manifest) so that two exports can sit in one tritonserver (several
+`--model-repository` paths) without colliding, e.g. the old and the new model during an upgrade.
+The services read the served names from the manifest.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -40,6 +46,19 @@ PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
 
 _TRITON_DTYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+
+NAME_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+"""A model name prefix: a letter or digit, then up to 31 letters, digits, "_" or "-"."""
+
+
+def check_name_prefix(name_prefix: str) -> str:
+    """`name_prefix` when it is empty or a valid prefix; ValueError naming it otherwise."""
+    if name_prefix and NAME_PREFIX_PATTERN.fullmatch(name_prefix) is None:
+        raise ValueError(
+            f"name_prefix {name_prefix!r} is not a valid model name prefix: it must be empty or "
+            f"match ^{NAME_PREFIX_PATTERN.pattern}$"
+        )
+    return name_prefix
 
 
 @dataclass(frozen=True)
@@ -83,8 +102,10 @@ def config_pbtxt(
     gpu: bool = False,
     instances: int = 1,
     intra_op_threads: int = 0,
+    name: str | None = None,
 ) -> str:
-    """The `config.pbtxt` text of one model for `backend` ("onnxruntime" or "python")."""
+    """The `config.pbtxt` text of one model for `backend` ("onnxruntime" or "python");
+    `name`: the served name (default `spec.name`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if gpu and backend == "python":
@@ -95,7 +116,7 @@ def config_pbtxt(
         return ",\n".join("  {\n" + _tensor(t, "    ") + "\n  }" for t in tensors)
 
     parts = [
-        f'name: "{spec.name}"',
+        f'name: "{name or spec.name}"',
         f'backend: "{backend}"',
         f"max_batch_size: {batching.max_batch_size}",
         "version_policy: { latest: { num_versions: 1 } }",
@@ -133,25 +154,32 @@ def manifest(
     version: int,
     extractor: GridRegionExtractor | None = None,
     meta: dict[str, Any] | None = None,
+    name_prefix: str = "",
 ) -> dict[str, Any]:
-    """What a service needs to call the models and read their outputs, without the checkpoint."""
+    """What a service needs to call the models and read their outputs, without the checkpoint.
+
+    Model names (the `models` keys, `text_model`, `image_model`, `pixels_model`) are the served
+    ones: `name_prefix` + the name in `specs`.
+    """
     cfg = model.cfg
+    prefix = check_name_prefix(name_prefix)
     return {
         "format": MANIFEST_FORMAT,
         "format_version": 1,
         "backend": backend,
         "model_version": version,
+        "name_prefix": prefix,
         "models": {
-            name: {
+            prefix + name: {
                 "inputs": [asdict(t) for t in spec.inputs],
                 "outputs": [asdict(t) for t in spec.outputs],
                 "max_batch_size": BATCHING[name].max_batch_size,
             }
             for name, spec in specs.items()
         },
-        "text_model": TEXT_MODEL,
-        "image_model": IMAGE_MODEL,
-        "pixels_model": PIXELS_MODEL if PIXELS_MODEL in specs else None,
+        "text_model": prefix + TEXT_MODEL,
+        "image_model": prefix + IMAGE_MODEL,
+        "pixels_model": prefix + PIXELS_MODEL if PIXELS_MODEL in specs else None,
         "embed_dim": cfg.embed_dim,
         "feat_dim": cfg.vision.feat_dim,
         "max_tokens": cfg.text.max_tokens,
@@ -172,6 +200,7 @@ def build_repository(
     gpu: bool = False,
     meta: dict[str, Any] | None = None,
     files: dict[str, Path] | None = None,
+    name_prefix: str = "",
 ) -> dict[str, Path]:
     """Export `model` (or reuse `files` from `export_onnx`) into a Triton repository.
 
@@ -182,9 +211,12 @@ def build_repository(
         gpu: KIND_GPU instances (onnxruntime backend only).
         meta: checkpoint facts for the manifest (path, metadata).
         files: {model name: model.onnx} already exported for this model and extractor.
+        name_prefix: served names are `<name_prefix><model name>` (folders, config.pbtxt names,
+            manifest), so that repositories of two models can share one tritonserver. Empty, or
+            a letter or digit then up to 31 letters, digits, "_" or "-"; ValueError otherwise.
 
     Returns:
-        {model name: the model's folder in the repository}.
+        {model name (unprefixed, as in `files`): the model's folder in the repository}.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -192,6 +224,7 @@ def build_repository(
         raise ValueError(f"version must be >= 1, got {version}")
     if gpu and backend == "python":
         raise ValueError("the python backend runs onnxruntime on CPU: use backend='onnxruntime'")
+    check_name_prefix(name_prefix)
     repo = Path(repo)
     specs = model_specs(model, extractor)
     with tempfile.TemporaryDirectory(prefix="teran-export-") as scratch:
@@ -202,13 +235,14 @@ def build_repository(
             raise ValueError(f"no exported file for {missing}")
         folders: dict[str, Path] = {}
         for name, spec in specs.items():
-            folder = repo / name
+            served = name_prefix + name
+            folder = repo / served
             folder.mkdir(parents=True, exist_ok=True)
             _install_version(files[name], folder / str(version), backend)
-            text = config_pbtxt(spec, backend, BATCHING[name], gpu=gpu)
+            text = config_pbtxt(spec, backend, BATCHING[name], gpu=gpu, name=served)
             (folder / "config.pbtxt").write_text(text)
             folders[name] = folder
-    data = manifest(model, specs, backend, version, extractor, meta)
+    data = manifest(model, specs, backend, version, extractor, meta, name_prefix)
     (repo / MANIFEST_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
     return folders
 

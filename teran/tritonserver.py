@@ -7,6 +7,10 @@ scratch folder, binds free ports on 127.0.0.1 and waits on the readiness endpoin
 
     with TritonServer(repo) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+
+Several repositories (one `--model-repository` each) are served together when `repo` is a list,
+e.g. the current and the next model version during an upgrade; their model names must differ
+(`trainer.export --name-prefix`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -56,19 +61,26 @@ def free_port() -> int:
 
 
 class TritonServer:
-    """A local tritonserver process over `repo`; start/stop or use as a context manager."""
+    """A local tritonserver process over `repo` (one repository or several); start/stop or use
+    as a context manager."""
 
     def __init__(
         self,
-        repo: str | Path,
+        repo: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         startup_timeout: float = 60.0,
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
         ports: tuple[int, int, int] | None = None,
     ) -> None:
-        """`ports`: (grpc, http, metrics) to bind, e.g. to restart a server at the same URL;
-        default: free ports picked at start."""
-        self.repo = Path(repo).resolve()
+        """`repo`: a model repository, or a sequence of them served together (model names must
+        not collide across them). `ports`: (grpc, http, metrics) to bind, e.g. to restart a
+        server at the same URL; default: free ports picked at start."""
+        paths = [repo] if isinstance(repo, str | os.PathLike) else list(repo)
+        if not paths:
+            raise ValueError("TritonServer needs at least one model repository")
+        self.repos: tuple[Path, ...] = tuple(Path(p).resolve() for p in paths)
+        self.repo = self.repos[0]
+        """The first (or only) repository."""
         self.ports = ports
         self.startup_timeout = startup_timeout
         self.log_verbose = log_verbose
@@ -147,8 +159,9 @@ class TritonServer:
         """Start the server and return once it reports ready; TritonStartError otherwise."""
         if self.running:
             return self
-        if not self.repo.is_dir():
-            raise FileNotFoundError(f"model repository {self.repo} does not exist")
+        for repo in self.repos:
+            if not repo.is_dir():
+                raise FileNotFoundError(f"model repository {repo} does not exist")
         for attempt in range(3):
             try:
                 self._launch()
@@ -170,7 +183,7 @@ class TritonServer:
         self._log = server / "tritonserver.log"
         command = [
             str(server / "bin" / "tritonserver"),
-            f"--model-repository={self.repo}",
+            *(f"--model-repository={repo}" for repo in self.repos),
             f"--backend-directory={server / 'backends'}",
             "--grpc-address=127.0.0.1",
             "--http-address=127.0.0.1",
@@ -211,7 +224,8 @@ class TritonServer:
         report = self._failure_report()
         self.stop()
         raise TritonStartError(
-            f"tritonserver not ready after {self.startup_timeout:.0f}s over {self.repo}:\n{report}"
+            f"tritonserver not ready after {self.startup_timeout:.0f}s over "
+            f"{', '.join(map(str, self.repos))}:\n{report}"
         )
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -288,6 +289,49 @@ def test_config_pbtxt_for_both_backends(
         "dims": [],
     }
     assert json.loads((python_repo / MANIFEST_FILE).read_text())["checkpoint"] == {"run": "test"}
+
+
+def test_name_prefix_renames_every_served_model(
+    grid_model: tuple[Teran, SentenceTokenizer],
+    extractor: GridRegionExtractor,
+    exported: dict[str, Path],
+    python_repo: Path,
+    tmp_path: Path,
+) -> None:
+    """Folders, config.pbtxt names and the manifest's names carry the prefix; the contracts
+    (tensors, batch limits) stay those of the unprefixed repository."""
+    model = grid_model[0]
+    repo = tmp_path / "repo-next"
+    folders = build_repository(model, repo, extractor, "python", files=exported, name_prefix="v2-")
+    names = (TEXT_MODEL, IMAGE_MODEL, PIXELS_MODEL)
+    assert {name: folder.name for name, folder in folders.items()} == {n: f"v2-{n}" for n in names}
+    assert {p.name for p in repo.iterdir()} == {f"v2-{n}" for n in names} | {MANIFEST_FILE}
+    for name in names:
+        ours, theirs = _config(repo / f"v2-{name}"), _config(python_repo / name)
+        assert ours.name == f"v2-{name}" and theirs.name == name
+        theirs.name = ours.name
+        assert ours == theirs
+    manifest, plain = read_manifest(repo), read_manifest(python_repo)
+    assert manifest["name_prefix"] == "v2-" and plain["name_prefix"] == ""
+    assert (manifest["text_model"], manifest["image_model"], manifest["pixels_model"]) == tuple(
+        f"v2-{n}" for n in names
+    )
+    assert manifest["models"] == {f"v2-{n}": spec for n, spec in plain["models"].items()}
+
+
+@pytest.mark.parametrize("prefix", ["-next", "_next", "next.", "a/b", "n" * 33, "next\n", " "])
+def test_bad_name_prefix_is_refused_before_writing(
+    grid_model: tuple[Teran, SentenceTokenizer], prefix: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(prefix))):
+        build_repository(grid_model[0], tmp_path / "repo", name_prefix=prefix)
+    assert not (tmp_path / "repo").exists()
+    result = CliRunner().invoke(
+        export_cli, [str(tmp_path / "ckpt"), str(tmp_path / "repo"), f"--name-prefix={prefix}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --name-prefix" in result.output, result.output
+    assert not (tmp_path / "repo").exists()
 
 
 def test_python_model_refuses_out_of_range_counts() -> None:

@@ -1,11 +1,15 @@
 """Export a checkpoint to a Triton model repository (ONNX encoders, config.pbtxt, manifest).
 
     python -m trainer.export CHECKPOINT_DIR REPO_DIR [--backend python|onnxruntime] [--version 1]
-        [--pixels/--no-pixels] [--gpu] [--check/--no-check]
+        [--pixels/--no-pixels] [--gpu] [--check/--no-check] [--name-prefix next_]
 
 The pixels model uses the grid extractor from the checkpoint's `meta.extractor` (ExtractorCfg
 fields) or the default one; it is skipped, with a message, when that extractor's feature width
 is not the model's `vision.feat_dim` (e.g. a model trained on 2048-d detector regions).
+
+`--name-prefix next_` serves the models as `next_teran_text_encoder` etc., so that this
+repository and another model's can be given to one tritonserver (two `--model-repository`
+paths) during an upgrade; the manifest names them for the services.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from teran.checkpoint import load_checkpoint, model_version, read_header
 from teran.export import ONNX_FILE, check_parity
 from teran.model import Teran
 from teran.regions import ExtractorCfg, GridRegionExtractor
-from teran.triton_repo import MANIFEST_FILE, build_repository
+from teran.triton_repo import MANIFEST_FILE, build_repository, check_name_prefix
 
 app = typer.Typer(add_completion=False)
 
@@ -57,9 +61,20 @@ def main(
     pixels: Annotated[bool, typer.Option(help="also export the pixels-to-vectors model")] = True,
     gpu: Annotated[bool, typer.Option(help="KIND_GPU instances (onnxruntime only)")] = False,
     check: Annotated[bool, typer.Option(help="compare ONNX with PyTorch after export")] = True,
+    name_prefix: Annotated[
+        str,
+        typer.Option(
+            help="prefix of the served model names (e.g. next_), so that two repositories can "
+            "share one tritonserver"
+        ),
+    ] = "",
 ) -> None:
     if gpu and backend is Backend.python:
         raise typer.BadParameter("--gpu needs --backend onnxruntime (python runs on CPU)")
+    try:
+        check_name_prefix(name_prefix)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--name-prefix") from err
     header = read_header(checkpoint)
     meta: dict[str, Any] = dict(header.get("meta") or {})
     model, tokenizer = load_checkpoint(checkpoint)
@@ -79,6 +94,7 @@ def main(
             "meta": meta,
             "model_version": model_version(checkpoint),
         },
+        name_prefix=name_prefix,
     )
     if check:
         files = {name: folder / str(version) / ONNX_FILE for name, folder in folders.items()}
@@ -87,9 +103,9 @@ def main(
             "parity (max |ONNX - PyTorch|): "
             + ", ".join(f"{name} {diff:.1e}" for name, diff in report.items())
         )
+    served = ", ".join(sorted(folder.name for folder in folders.values()))
     typer.echo(
-        f"wrote {', '.join(sorted(folders))} (version {version}, {backend.value} backend) and "
-        f"{MANIFEST_FILE} to {repo}"
+        f"wrote {served} (version {version}, {backend.value} backend) and {MANIFEST_FILE} to {repo}"
     )
 
 
