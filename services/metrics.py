@@ -39,6 +39,16 @@ MODEL_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 QUEUE_DEPTH = Gauge("teran_queue_depth", "Items waiting for a model call", ["model"])
+UPGRADE_ITEMS = Gauge(
+    "teran_upgrade_items",
+    "Items of the current upgrade pass: to re-encode or delete (total) and done",
+    ["model_version", "state"],
+)
+UPGRADE_PHASE = Gauge(
+    "teran_upgrade_phase",
+    "Phase of the last upgrade to a version: 1 copy, 2 switch, 3 catch-up, 4 done",
+    ["model_version"],
+)
 
 
 class timed:

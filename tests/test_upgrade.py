@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from services.config import load_settings
@@ -189,6 +190,12 @@ def test_upgrade_keeps_search_answering_and_never_mixes_versions(
     # a second run on the live version is a no-op repair
     again = list(admin.Upgrade(apb.UpgradeRequest(model_version=new, grace_seconds=0)))
     assert [p.total for p in again if p.phase == Phase.COPY][-1] == 0
+
+    # dashboards follow the upgrade through its gauges
+    sample = REGISTRY.get_sample_value
+    assert sample("teran_upgrade_phase", {"model_version": new}) == Phase.DONE
+    done = sample("teran_upgrade_items", {"model_version": new, "state": "done"})
+    assert done == sample("teran_upgrade_items", {"model_version": new, "state": "total"})
 
     status = admin.Status(apb.StatusRequest())
     assert status.live_version == new and status.image_sources == 120 + len(late)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from services.errors import FailedPrecondition, ServiceError
 from services.image_encoder.encoding import ImageEncoding, ImageInput
 from services.image_encoder.indexing import index_images, source_input
+from services.metrics import UPGRADE_ITEMS, UPGRADE_PHASE
 from services.ranker.indexing import TextEncoder, index_sentences
 from services.store.base import Source, SourceKind, VectorStore
 
@@ -152,6 +153,7 @@ class Reindexer:
             )
         if not self._running.acquire(blocking=False):
             raise FailedPrecondition("an upgrade is already running on this server")
+        report = _exported(report)
         try:
             for _ in range(self.max_copy_passes):
                 result = self.sync(version, Phase.COPY, report, cancelled)
@@ -170,6 +172,19 @@ class Reindexer:
             report(Progress(Phase.DONE, version, live=self.store.live_version(fresh=True)))
         finally:
             self._running.release()
+
+
+def _exported(report: Callable[[Progress], None]) -> Callable[[Progress], None]:
+    """`report`, also setting the upgrade gauges (dashboards follow an upgrade through them)."""
+
+    def both(p: Progress) -> None:
+        UPGRADE_PHASE.labels(p.version).set(int(p.phase))
+        if p.phase in (Phase.COPY, Phase.CATCH_UP):
+            UPGRADE_ITEMS.labels(p.version, "total").set(p.total)
+            UPGRADE_ITEMS.labels(p.version, "done").set(p.done)
+        report(p)
+
+    return both
 
 
 def _failures(version: str, failed: list[tuple[str, str, str]]) -> str:
