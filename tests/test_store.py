@@ -431,6 +431,7 @@ def test_sources_round_trip_and_revisions(store: VectorStore) -> None:
     assert s is not None and (s.text, s.payload, s.rev) == ("a dog runs.", {"lang": "en"}, "r3")
     assert store.source_revisions("image") == {"a": "r1", "b": "r2"}
     assert store.source_revisions("sentence") == {"a": "r3"}
+    assert (store.count_sources("image"), store.count_sources("sentence")) == (2, 1)
 
     store.upsert_images([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")])
     assert store.index_revisions("image", V1) == {"a": "r1"}

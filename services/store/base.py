@@ -437,6 +437,10 @@ class VectorStore(ABC):
         """{id: rev} of every source of `kind`."""
 
     @abstractmethod
+    def count_sources(self, kind: SourceKind) -> int:
+        """Number of sources of `kind`."""
+
+    @abstractmethod
     def index_revisions(self, kind: SourceKind, version: str) -> dict[str, str]:
         """{id: rev} of every point in `version`'s image or sentence collection."""
 
@@ -570,8 +574,8 @@ class MultiVectorStore(VectorStore):
         """Delete points by id, durably."""
 
     @abstractmethod
-    def _count(self, name: str) -> int:
-        """Exact number of points."""
+    def _count(self, name: str, clauses: list[list[MatchAtom]] | None = None) -> int:
+        """Exact number of points (matching `clauses`, an AND of ORs, when given)."""
 
     @abstractmethod
     def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
@@ -657,10 +661,13 @@ class MultiVectorStore(VectorStore):
             if name in existing:
                 self._drop(name)
 
-    def _ready(self, version: str | None) -> tuple[str, str, int]:
+    def _require_opened(self) -> None:
         self._check_open()
         if not self._opened:
             raise StoreUnavailable("store is not opened: call open(model_version, dim) first")
+
+    def _ready(self, version: str | None) -> tuple[str, str, int]:
+        self._require_opened()
         version = version if version is not None else self.live_version()
         opened = self._opened.get(version)
         if opened is None:
@@ -672,7 +679,7 @@ class MultiVectorStore(VectorStore):
     # -- sources ----------------------------------------------------------------------------
 
     def put_sources(self, items: Sequence[Source]) -> None:
-        self._ready(None)
+        self._require_opened()
         points: list[PointData] = []
         for item in items:
             _check_id(item.id)
@@ -684,14 +691,14 @@ class MultiVectorStore(VectorStore):
             self._upsert(SOURCES, SOURCE_VECTOR, points)
 
     def get_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[Source | None]:
-        self._ready(None)
+        self._require_opened()
         checked = _check_ids(ids)
         pids = [source_point_id(kind, i) for i in checked]
         found = self._retrieve(SOURCES, SOURCE_VECTOR, list(dict.fromkeys(pids)), True)
         return [Source.from_payload(found[p][1]) if p in found else None for p in pids]
 
     def _delete_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
-        self._ready(None)
+        self._require_opened()
         checked = list(dict.fromkeys(_check_ids(ids)))
         by_pid = {source_point_id(kind, i): i for i in checked}
         present = self._retrieve(SOURCES, SOURCE_VECTOR, list(by_pid), False)
@@ -700,12 +707,16 @@ class MultiVectorStore(VectorStore):
         return [i for pid, i in by_pid.items() if pid not in present]
 
     def source_revisions(self, kind: SourceKind) -> dict[str, str]:
-        self._ready(None)
+        self._require_opened()
         return {
             str(p[KEY_ID]): str(p.get(KEY_REV, ""))
             for p in self._scroll(SOURCES, [KEY_ID, KEY_KIND, KEY_REV], self.SCROLL_BATCH)
             if p.get(KEY_KIND) == kind
         }
+
+    def count_sources(self, kind: SourceKind) -> int:
+        self._require_opened()
+        return self._count(SOURCES, [[MatchAtom(KEY_KIND, "value", kind)]])
 
     def index_revisions(self, kind: SourceKind, version: str) -> dict[str, str]:
         images, sentences, _ = self._ready(version)

@@ -249,8 +249,9 @@ class EdgeStore(MultiVectorStore):
         self._update("delete", name, qe.UpdateOperation.delete_points(list(pids)))
         self._flush(name)
 
-    def _count(self, name: str) -> int:
-        return int(self._run("count", name, lambda s: s.count(qe.CountRequest(exact=True))))
+    def _count(self, name: str, clauses: list[list[MatchAtom]] | None = None) -> int:
+        request = qe.CountRequest(exact=True, filter=to_edge_filter(clauses or []))
+        return int(self._run("count", name, operator.methodcaller("count", request)))
 
     def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
         offset = None

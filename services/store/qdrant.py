@@ -204,8 +204,13 @@ class QdrantStore(MultiVectorStore):
         selector = m.PointIdsList(points=list(pids))
         self._call("delete", lambda: self._client.delete(name, selector, wait=True))
 
-    def _count(self, name: str) -> int:
-        return int(self._call("count", lambda: self._client.count(name, exact=True).count))
+    def _count(self, name: str, clauses: list[list[MatchAtom]] | None = None) -> int:
+        flt = to_qdrant_filter(clauses or [])
+        return int(
+            self._call(
+                "count", lambda: self._client.count(name, count_filter=flt, exact=True).count
+            )
+        )
 
     def _scroll(self, name: str, keys: list[str], batch: int) -> Iterator[dict[str, Any]]:
         offset: Any = None

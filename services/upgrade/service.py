@@ -55,8 +55,8 @@ class AdminServicer(pb_grpc.AdminServicer):
         return pb.StatusResponse(
             live_version=live,
             versions=versions,
-            image_sources=len(self.store.source_revisions("image")),
-            sentence_sources=len(self.store.source_revisions("sentence")),
+            image_sources=self.store.count_sources("image"),
+            sentence_sources=self.store.count_sources("sentence"),
         )
 
     def _target(self, requested: str) -> str:
