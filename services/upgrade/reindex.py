@@ -8,8 +8,11 @@ which the next pass sees), so an upgrade is:
 
 1. copy: diff passes until what is left is small (writes keep arriving meanwhile);
 2. switch: both aliases move to V in one atomic store operation;
-3. catch-up: after a grace period covering replicas that read the alias just before the
-   switch, one more diff picks up what they wrote into the previous version.
+3. catch-up: one more diff picks up what was written into the previous version around the
+   switch. A writer stores the source before its points and re-reads the alias afterwards
+   (writing into the new version too if it moved), so a write that this pass cannot see has
+   already reached the new version; the grace period before the pass only covers a Qdrant
+   cluster's nodes learning of the switch late.
 
 Search reads the alias once per request and uses that version for the query and the stored
 vectors, so it answers throughout and never mixes versions.
