@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services clean
+.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade clean
 
 install: $(STAMP)
 
@@ -59,7 +59,7 @@ refcheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
 
-bench: bench-scorer bench-quality bench-services
+bench: bench-scorer bench-quality bench-services bench-upgrade
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
@@ -69,6 +69,9 @@ bench-quality: $(STAMP)
 
 bench-services: $(STAMP)
 	$(PY) -m benchmarks.bench_services --checkpoint $(DEMO_MODEL) --out benchmarks/results/services.json
+
+bench-upgrade: $(STAMP)
+	$(PY) -m benchmarks.bench_upgrade --checkpoint $(DEMO_MODEL) --out benchmarks/results/upgrade.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
