@@ -449,6 +449,21 @@ def test_sources_round_trip_and_revisions(store: VectorStore) -> None:
     assert store.source_revisions("sentence") == {"a": "r3"}  # other kind untouched
 
 
+def test_deletes_skip_a_version_another_process_dropped() -> None:
+    """Two stores on one Qdrant (one client: one server) stand for two processes."""
+    rng = np.random.default_rng(19)
+    server = QdrantClient(":memory:")
+    ranker, admin = QdrantStore(server), QdrantStore(server)
+    for store in (ranker, admin):
+        store.open(V1, DIM)
+        store.open("v2", DIM)
+    ranker.put_sources([Source("a", "sentence", "r1", text="x")])
+    ranker.upsert_sentences([sentence(rng, "a")])
+    admin.drop_version("v2")  # the ranker still lists v2 as opened
+    assert ranker.delete_everywhere("sentence", ["a", "sen-a", "zz"]) == ["zz"]
+    assert admin.count_sentences() == 0
+
+
 def test_reopen_persists(persistent_backend: Backend) -> None:
     rng = np.random.default_rng(8)
     imgs = [image(rng, i, int(rng.integers(2, 10)), k=i) for i in range(20)]

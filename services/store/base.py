@@ -502,19 +502,10 @@ class VectorStore(ABC):
     def count_sentences(self, version: str | None = None) -> int:
         """Number of stored sentences."""
 
-    def delete_everywhere(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
-        """Delete items for good: their sources, then every opened version's points (an index
-        is derived, so a point without a source would be resurrected by nothing but also
-        removed by the next upgrade sync). Returns the ids stored nowhere."""
-        missing = set(self._delete_sources(kind, ids))
-        for version in self.opened_versions():
-            delete = self.delete_images if kind == "image" else self.delete_sentences
-            missing &= set(delete(ids, version))
-        return [i for i in dict.fromkeys(ids) if i in missing]
-
     @abstractmethod
-    def _delete_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
-        """Delete sources; returns the ids that had none."""
+    def delete_everywhere(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        """Delete items for good: their sources, then their points in every opened version.
+        Returns the ids stored nowhere."""
 
     @abstractmethod
     def opened_versions(self) -> list[str]:
@@ -698,6 +689,7 @@ class MultiVectorStore(VectorStore):
         return [Source.from_payload(found[p][1]) if p in found else None for p in pids]
 
     def _delete_sources(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        """Delete sources; returns the ids that had none."""
         self._require_opened()
         checked = list(dict.fromkeys(_check_ids(ids)))
         by_pid = {source_point_id(kind, i): i for i in checked}
@@ -705,6 +697,16 @@ class MultiVectorStore(VectorStore):
         if present:
             self._delete(SOURCES, list(present))
         return [i for pid, i in by_pid.items() if pid not in present]
+
+    def delete_everywhere(self, kind: SourceKind, ids: Sequence[str]) -> list[str]:
+        missing = set(self._delete_sources(kind, ids))
+        live = self.live_version()
+        stored = set(self.versions())
+        delete = self.delete_images if kind == "image" else self.delete_sentences
+        for version in self.opened_versions():
+            if version == live or version in stored:  # skip one another process dropped
+                missing &= set(delete(ids, version))
+        return [i for i in dict.fromkeys(ids) if i in missing]
 
     def source_revisions(self, kind: SourceKind) -> dict[str, str]:
         self._require_opened()
