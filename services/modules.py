@@ -178,7 +178,7 @@ MODULES: dict[str, Module] = {
         Module(TEXT, _text, (INFERENCE,), stop=_close),
         Module(IMAGES, _images, (INFERENCE,), stop=_close),
         Module(TEXT_ENCODER, _text_encoder, (TEXT, INFERENCE)),
-        Module(IMAGE_ENCODER, _image_encoder, (IMAGES, STORE, INFERENCE)),
+        Module(IMAGE_ENCODER, _image_encoder, (IMAGES, STORE, INFERENCE), stop=_close),
         Module(RANKER, _ranker, (STORE, TEXT, IMAGES, INFERENCE)),
         Module(ADMIN, _admin, (STORE, TEXT, IMAGES, INFERENCE)),
     )

@@ -29,9 +29,16 @@ def index_images(
     inputs: Sequence[ImageInput],
     version: str,
 ) -> list[EncodedImage]:
-    """Encode `inputs` with `version` and write them into its index, tagged with each source's
-    revision; durable once it returns."""
+    """Encode `inputs` with `version` and write them into its index; durable once it returns."""
     encoded = encoding.encode(inputs, version)
+    write_images(store, sources, encoded, version)
+    return encoded
+
+
+def write_images(
+    store: VectorStore, sources: Sequence[Source], encoded: Sequence[EncodedImage], version: str
+) -> None:
+    """Write encoded images into `version`'s index, tagged with each source's revision."""
     points = [
         StoredImage(
             id=s.id, regions=e.regions, boxes=e.boxes, uri=s.uri, payload=s.payload, rev=s.rev
@@ -40,4 +47,3 @@ def index_images(
     ]
     with timed("store", "upsert_images"):
         store.upsert_images(points, version)
-    return encoded

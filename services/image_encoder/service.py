@@ -5,9 +5,10 @@ chunk, as one model call and one store write; results go back in the order items
 is acknowledged as stored only after the store's writes returned (durable), so a client that saw
 `stored = true` never loses that item; a bad item fails alone and the stream goes on.
 
-Each chunk is encoded with the live model version, read once: its source is written first, then
-its points. If the live version changed meanwhile (an upgrade switched), the chunk is written
-into the new version too, so an item acknowledged around a switch is never missing from it.
+Each chunk is encoded with the live model version, read once: its source is written first (while
+the model runs), then its points. If the live version changed meanwhile (an upgrade switched),
+the chunk is written into the new version too, so an item acknowledged around a switch is never
+missing from it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -23,7 +25,7 @@ import grpc
 from services.convert import from_struct, to_boxes, to_matrix
 from services.errors import InvalidArgument, grpc_errors, status_of
 from services.image_encoder.encoding import ImageEncoding, ImageInput
-from services.image_encoder.indexing import index_images
+from services.image_encoder.indexing import index_images, write_images
 from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
 from services.store.base import Source, VectorStore, new_rev
 from teran.v1 import image_encoder_pb2 as pb
@@ -47,6 +49,8 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
         self.store = store
         self.chunk = chunk
         self.max_in_flight = max_in_flight
+        self._sources = ThreadPoolExecutor(4, thread_name_prefix="ingest-sources")
+        """Writes sources while the model encodes the same chunk (the two waits overlap)."""
 
     @grpc_errors
     def EncodeImage(
@@ -128,9 +132,12 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
             inputs = [item for _, item, _ in accepted]
             sources = [source for _, _, source in accepted]
             try:
-                with timed("store", "put_sources"):
-                    self.store.put_sources(sources)
-                encoded = index_images(self.encoding, self.store, sources, inputs, version)
+                written = self._sources.submit(self._put_sources, sources)
+                try:
+                    encoded = self.encoding.encode(inputs, version)
+                finally:
+                    written.result()  # sources before points, even when encoding failed
+                write_images(self.store, sources, encoded, version)
                 self._follow_switch(version, sources, inputs)
                 for (k, item, _), e in zip(accepted, encoded, strict=True):
                     results[k] = pb.IngestResult(
@@ -142,6 +149,13 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
                 for k, _, _ in accepted:
                     results[k] = _failure(messages[k].id, err)
         return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self._sources.shutdown(wait=True)
+
+    def _put_sources(self, sources: list[Source]) -> None:
+        with timed("store", "put_sources"):
+            self.store.put_sources(sources)
 
     def _follow_switch(self, version: str, sources: list[Source], inputs: list[ImageInput]) -> None:
         """Write the chunk into the live version too if an upgrade switched during it."""
