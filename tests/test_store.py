@@ -391,6 +391,7 @@ def test_switch_live_moves_both_aliases_at_once(backend: Backend) -> None:
     store.upsert_sentences([sentence(rng, "new")], "v2")
     store.switch_live("v2")
     assert store.live_version() == store.live_version(fresh=True) == "v2"
+    assert store.switched_from(V1) == "v2" and store.switched_from("v2") is None
     assert [h.id for h in store.search_images(unit(rng, 3), 10)] == ["img-new"]
     assert [h.id for h in store.search_sentences(unit(rng, 3), 10)] == ["sen-new"]
     with pytest.raises(ValueError, match="live"):

@@ -138,7 +138,9 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
                 finally:
                     written.result()  # sources before points, even when encoding failed
                 write_images(self.store, sources, encoded, version)
-                self._follow_switch(version, sources, inputs)
+                live = self.store.switched_from(version)
+                if live is not None:
+                    index_images(self.encoding, self.store, sources, inputs, live)
                 for (k, item, _), e in zip(accepted, encoded, strict=True):
                     results[k] = pb.IngestResult(
                         id=messages[k].id, stored=True, code=0, regions=len(e.regions)
@@ -156,17 +158,6 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
     def _put_sources(self, sources: list[Source]) -> None:
         with timed("store", "put_sources"):
             self.store.put_sources(sources)
-
-    def _follow_switch(self, version: str, sources: list[Source], inputs: list[ImageInput]) -> None:
-        """Write the chunk into the live version too if an upgrade switched during it."""
-        live = self.store.live_version(fresh=True)
-        if live == version:
-            return
-        if live not in self.store.opened_versions():
-            # not served here: the upgrade's catch-up pass re-encodes it from the source
-            log.warning("live version %s is not loaded here; left to the upgrade", live)
-            return
-        index_images(self.encoding, self.store, sources, inputs, live)
 
 
 def _failure(item_id: str, err: BaseException) -> pb.IngestResult:

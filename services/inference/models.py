@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from services.errors import FailedPrecondition
-from services.inference.base import InferenceBackend, ModelInfo
+from services.inference.base import InferenceBackend
 
 
 class ServedModels:
@@ -32,11 +32,6 @@ class ServedModels:
     def versions(self) -> tuple[str, ...]:
         """Every served version, the primary first."""
         return (self.primary, *(v for v in self._backends if v != self.primary))
-
-    @property
-    def info(self) -> ModelInfo:
-        """The primary model's identity and shapes."""
-        return self._backends[self.primary].info
 
     def backend(self, version: str | None = None) -> InferenceBackend:
         """The backend for `version` (None: the primary)."""

@@ -33,8 +33,6 @@ from services.store.base import (
 )
 from teran.alignment import AlignmentMode, alignment_scores
 
-__all__ = ["Ranker", "TextEncoder", "as_query", "explain", "mrsw"]
-
 
 @dataclass
 class Alignment:
@@ -192,7 +190,7 @@ class Ranker:
         with timed("store", "put_sources"):
             self.store.put_sources(sources)
         index_sentences(self.text, self.store, sources, version)
-        live = self.store.live_version(fresh=True)
-        if live != version and live in self.store.opened_versions():
-            index_sentences(self.text, self.store, sources, live)  # an upgrade switched meanwhile
+        live = self.store.switched_from(version)
+        if live is not None:
+            index_sentences(self.text, self.store, sources, live)
         return len(sources)

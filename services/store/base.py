@@ -18,6 +18,7 @@ payload layout, validation and filter translation live here so that they cannot 
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import re
 import threading
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Scalar = str | int | float | bool
 """Payload values a filter can compare against (Qdrant matches keyword, integer and bool)."""
@@ -415,6 +418,12 @@ class VectorStore(ABC):
         """Point both aliases at an opened version, atomically."""
 
     @abstractmethod
+    def switched_from(self, model_version: str) -> str | None:
+        """The live version, read fresh, when an upgrade moved it away from `model_version` and
+        it is opened here: a writer that just wrote into `model_version` writes there too.
+        None otherwise (a version not opened here is left to the upgrade's catch-up pass)."""
+
+    @abstractmethod
     def versions(self) -> list[str]:
         """Model versions with collections in the store, opened here or not."""
 
@@ -636,6 +645,15 @@ class MultiVectorStore(VectorStore):
         self._set_aliases({IMAGES_ALIAS: images, SENTENCES_ALIAS: sentences})
         with self._live_lock:
             self._live = (model_version, time.monotonic())
+
+    def switched_from(self, model_version: str) -> str | None:
+        live = self.live_version(fresh=True)
+        if live == model_version:
+            return None
+        if live not in self._opened:
+            log.warning("live version %s is not opened here: left to the upgrade", live)
+            return None
+        return live
 
     def versions(self) -> list[str]:
         self._check_open()
