@@ -9,6 +9,7 @@ and a `TritonBackend` per repository must give the same vectors while calling it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,12 +107,21 @@ def test_prefixed_repository_names_every_model_with_the_prefix(
         assert ours[key] == theirs[key], key
 
 
-def _counts(client: grpcclient.InferenceServerClient, names: list[str]) -> dict[str, int]:
-    counts = {}
-    for name in names:
-        stats = client.get_inference_statistics(name, as_json=True)["model_stats"][0]
-        counts[name] = int(stats.get("inference_count", 0))
-    return counts
+def _counts(
+    client: grpcclient.InferenceServerClient, names: list[str], until: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Rows each model has run; with `until`, waits (up to 10 s) for those minimum counts,
+    since Triton updates its statistics after the responses go out."""
+    deadline = time.monotonic() + 10
+    while True:
+        counts = {}
+        for name in names:
+            stats = client.get_inference_statistics(name, as_json=True)["model_stats"][0]
+            counts[name] = int(stats.get("inference_count", 0))
+        settled = all(counts[name] >= least for name, least in (until or {}).items())
+        if settled or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
 
 
 def test_one_tritonserver_serves_both_versions(
@@ -138,7 +148,8 @@ def test_one_tritonserver_serves_both_versions(
             ids, lengths = tokens.ids.numpy(), tokens.lengths.numpy()
             before = _counts(client, everything)
             ours = new.encode_text(ids, lengths)
-            after = _counts(client, everything)
+            target = PREFIX + TEXT_MODEL
+            after = _counts(client, everything, until={target: before[target] + len(SENTENCES)})
             grown = {name for name in everything if after[name] != before[name]}
             assert grown == {PREFIX + TEXT_MODEL}, (before, after)
             assert after[PREFIX + TEXT_MODEL] - before[PREFIX + TEXT_MODEL] == len(SENTENCES)
