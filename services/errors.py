@@ -71,6 +71,28 @@ def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
 
 
+def peer_error(err: grpc.RpcError, peer: str, field: str) -> ServiceError:
+    """The domain error for a failed call to another service (the inverse of `status_of`): the
+    caller's faults keep their status and name the caller's `field`; the peer's own name it."""
+    code, details = err.code(), err.details() or ""
+    problem = details.split(": ", 1)[-1]
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(field, problem)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(field, problem)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"{peer}: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(f"{peer}: {details}")
+    return ServiceError(f"{peer}: {code.name} {details}")
+
+
+def check_model(peer: str, answered: str, wanted: str | None) -> None:
+    """A peer must answer with the model version asked for, or versions would mix."""
+    if wanted and answered != wanted:
+        raise FailedPrecondition(f"{peer} answered with model {answered}, not {wanted}")
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -8,13 +8,7 @@ import grpc
 import numpy as np
 
 from services.convert import from_matrix
-from services.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-    ServiceError,
-    Unavailable,
-)
+from services.errors import check_model, peer_error
 from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
 from teran.v1 import image_encoder_pb2 as pb
@@ -26,6 +20,7 @@ class ImageEncoderClient:
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.ImageEncoderStub(self.channel)
         self.address = address
+        self.peer = f"image encoder at {address}"
         self.timeout_s = timeout_s
 
     def encode_query(
@@ -38,22 +33,8 @@ class ImageEncoderClient:
             with timed("image_encoder", "EncodeImage"):
                 response = self.stub.EncodeImage(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
-            code, details = err.code(), err.details() or ""
-            problem = details.split(": ", 1)[-1]
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(f"{field}.{source}", problem) from err
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise ResourceExhausted(f"{field}.{source}", problem) from err
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(f"image encoder at {self.address}: {details}") from err
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                raise FailedPrecondition(f"image encoder at {self.address}: {details}") from err
-            raise ServiceError(f"image encoder at {self.address}: {code.name} {details}") from err
-        if version and response.model_version != version:
-            raise FailedPrecondition(
-                f"image encoder at {self.address} answered with model "
-                f"{response.model_version}, not {version}"
-            )
+            raise peer_error(err, self.peer, f"{field}.{source}") from err
+        check_model(self.peer, response.model_version, version)
         boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in response.boxes], dtype=np.float32)
         return EncodedImage(
             regions=from_matrix(response.regions, "regions"),

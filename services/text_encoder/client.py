@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from services.convert import from_matrix
-from services.errors import FailedPrecondition, InvalidArgument, ServiceError, Unavailable
+from services.errors import check_model, peer_error
 from services.metrics import timed
 from services.text_encoder.encoding import EncodedSentence
 from teran.v1 import text_encoder_pb2 as pb
@@ -20,6 +20,7 @@ class TextEncoderClient:
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.TextEncoderStub(self.channel)
         self.address = address
+        self.peer = f"text encoder at {address}"
         self.timeout_s = timeout_s
 
     def encode(
@@ -34,20 +35,8 @@ class TextEncoderClient:
             with timed("text_encoder", "EncodeText"):
                 response = self.stub.EncodeText(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
-            code, details = err.code(), err.details() or ""
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                problem = details.split(": ", 1)[-1]
-                raise InvalidArgument(field, problem) from err
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(f"text encoder at {self.address}: {details}") from err
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                raise FailedPrecondition(f"text encoder at {self.address}: {details}") from err
-            raise ServiceError(f"text encoder at {self.address}: {code.name} {details}") from err
-        if version and response.model_version != version:
-            raise FailedPrecondition(
-                f"text encoder at {self.address} answered with model {response.model_version}, "
-                f"not {version}"
-            )
+            raise peer_error(err, self.peer, field) from err
+        check_model(self.peer, response.model_version, version)
         return [
             EncodedSentence(
                 tokens=list(s.tokens),
