@@ -16,7 +16,7 @@ from teran.alignment import AlignmentMode
 from teran.checkpoint import import_reference_checkpoint
 from teran.embeddings import ImageEmbedding, TextEmbedding
 from teran.model import Teran
-from teran.tokenizer import TokenBatch
+from teran.tokenizer import SentenceTokenizer, TokenBatch
 
 TOLERANCE = 1e-4
 
@@ -61,9 +61,15 @@ class FixtureRun:
 
 
 def run_fixture(fixture: Fixture, backbone: str | Path | None = None) -> FixtureRun:
+    """The fixture's reference checkpoint, imported, on the fixture's inputs."""
     model, tokenizer, _ = import_reference_checkpoint(
         fixture.folder / "checkpoint.pth.tar", backbone=backbone
     )
+    return encode_fixture(model, tokenizer, fixture)
+
+
+def encode_fixture(model: Teran, tokenizer: SentenceTokenizer, fixture: Fixture) -> FixtureRun:
+    """Any model on the fixture's inputs (e.g. one saved and loaded again)."""
     tokens = tokenizer(fixture.captions)
     with torch.no_grad():
         images = model.encode_image(

@@ -10,20 +10,8 @@ import pytest
 import torch
 
 from teran.checkpoint import import_reference_checkpoint, load_checkpoint, save_checkpoint
-from teran.fixtures import Fixture
+from teran.fixtures import Fixture, encode_fixture
 from trainer import import_checkpoint
-
-
-def _encode(model, tokenizer, fixture: Fixture):
-    tokens = tokenizer(fixture.captions)
-    with torch.no_grad():
-        images = model.encode_image(
-            torch.from_numpy(fixture.features),
-            torch.from_numpy(fixture.boxes),
-            torch.from_numpy(fixture.n_regions),
-        )
-        texts = model.encode_text(tokens.ids, tokens.lengths)
-    return images, texts, model.score(images, texts)
 
 
 @pytest.mark.parametrize("name", ["teran-tiny", "teran-tiny-shared"])
@@ -36,11 +24,11 @@ def test_import_save_load_round_trip(reference_dir: Path, tmp_path: Path, name: 
     loaded, loaded_tok = load_checkpoint(tmp_path / "ck")
     assert loaded.cfg == model.cfg
     assert (loaded.image_head is None) == (name == "teran-tiny-shared")
-    a_img, a_txt, a_scores = _encode(model, tokenizer, fixture)
-    b_img, b_txt, b_scores = _encode(loaded, loaded_tok, fixture)
-    assert torch.equal(a_img.slots, b_img.slots)
-    assert torch.equal(a_txt.tokens, b_txt.tokens)
-    assert torch.equal(a_scores, b_scores)
+    a, b = encode_fixture(model, tokenizer, fixture), encode_fixture(loaded, loaded_tok, fixture)
+    assert torch.equal(a.images.slots, b.images.slots)
+    assert torch.equal(a.texts.tokens, b.texts.tokens)
+    with torch.no_grad():
+        assert torch.equal(model.score(a.images, a.texts), loaded.score(b.images, b.texts))
 
 
 def test_import_command_writes_a_loadable_checkpoint(reference_dir: Path, tmp_path: Path) -> None:
