@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from teran import SentenceTokenizer, Teran, create_model
+from teran.checkpoint import save_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,3 +31,14 @@ def tiny_minilm() -> tuple[Teran, SentenceTokenizer]:
     """teran-minilm-tiny: the real MiniLM backbone (2 layers kept), seeded random heads."""
     torch.manual_seed(0)
     return create_model("teran-minilm-tiny")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """teran-minilm-tiny saved with its backbone, as the services load a model; one per module,
+    so a module that writes beside it cannot disturb another."""
+    torch.manual_seed(0)
+    model, tokenizer = create_model("teran-minilm-tiny")
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(model, tokenizer, folder, bundled_backbone=True)
+    return folder

@@ -21,9 +21,7 @@ from PIL import Image
 from services.config import load_settings
 from services.convert import from_matrix, to_boxes, to_matrix
 from services.main import RunningApp, start
-from teran import create_model
 from teran.alignment import alignment_scores
-from teran.checkpoint import save_checkpoint
 from teran.v1 import common_pb2
 from teran.v1 import image_encoder_pb2 as ipb
 from teran.v1 import image_encoder_pb2_grpc as igrpc
@@ -33,15 +31,6 @@ from teran.v1 import text_encoder_pb2 as tpb
 from teran.v1 import text_encoder_pb2_grpc as tgrpc
 
 N_IMAGES = 60
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model, tokenizer = create_model("teran-minilm-tiny")
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(model, tokenizer, folder, bundled_backbone=True)
-    return folder
 
 
 def _settings(checkpoint: Path, store: Path, **extra: Any) -> Any:

@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
@@ -48,15 +47,6 @@ TOL = 1e-4
 QUERIES = ("a red square next to a blue circle.", "two dogs run on the beach")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model, tokenizer = create_model("teran-minilm-tiny")
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(model, tokenizer, folder, bundled_backbone=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
