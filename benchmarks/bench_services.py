@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _png(image: Any) -> bytes:
+def png_bytes(image: Any) -> bytes:
+    """A picture as a client sends it."""
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
@@ -75,7 +76,7 @@ def _png(image: Any) -> bytes:
 def bench_ingest(checkpoint: Path, workdir: Path, n: int) -> dict[str, float]:
     scenes = SyntheticScenes(n, split="test", seed=11)
     pictures = [scenes.image(i) for i in range(n)]
-    payloads = [_png(p) for p in pictures]
+    payloads = [png_bytes(p) for p in pictures]
     backend = InProcessBackend(checkpoint)
     size = backend.info.image_size or 224
     pixels = to_pixels(pictures, size).numpy()

@@ -22,7 +22,6 @@ Both versions' image and text paths are warmed before anything is timed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ from typing import Any
 import grpc
 import torch
 
-from benchmarks.bench_services import QUERIES
+from benchmarks.bench_services import QUERIES, png_bytes
 from services.config import load_settings
 from services.main import start
 from teran.checkpoint import load_checkpoint, model_version, read_header, save_checkpoint
@@ -67,12 +66,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None)
     p.add_argument("--out", default="benchmarks/results/upgrade.json")
     return p.parse_args(argv)
-
-
-def _png(image: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
 
 
 def next_version(checkpoint: Path, folder: Path) -> Path:
@@ -119,7 +112,7 @@ def _latencies(answers: list[Answer]) -> dict[str, float]:
 
 def bench_ingest(channel: grpc.Channel, n: int, versions: list[str]) -> dict[str, float]:
     scenes = SyntheticScenes(n, split="test", seed=11)
-    payloads = [_png(scenes.image(i)) for i in range(n)]
+    payloads = [png_bytes(scenes.image(i)) for i in range(n)]
     stub = igrpc.ImageEncoderStub(channel)
     for version in versions:  # warm-up of both image paths, nothing stored
         stub.EncodeImage(ipb.EncodeImageRequest(image=payloads[0], model_version=version))
