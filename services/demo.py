@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 
 import numpy as np
 import typer
@@ -67,11 +67,25 @@ PHOTOS: tuple[tuple[str, str], ...] = (
 """scikit-image sample photos (loader, file). Some are fetched on first use rather than shipped
 in the wheel: those are skipped, so the demo never touches the network."""
 
-PHOTO_QUERIES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("a cat.", {"source": "photo"}),
-    ("a rocket on a launch pad.", {"source": "photo"}),
+DEMO_SEED = 7
+"""Seed of the demo's synthetic test scenes: neither the training (0) nor the validation (1) nor
+the benchmark's test (0) scenes."""
+HELD_OUT_CAPTIONS = 60
+"""Captions whose true image's rank the demo measures (R@1 over the synthetic collection)."""
+EXPLAINED_QUERIES = 3
+"""Of those, how many are shown in full with their explanations."""
+SYNTHETIC_ONLY = {"source": "synthetic"}
+PHOTO_NOTE = (
+    "The photos were ingested as real JPEGs (decoded, regions extracted, stored), but this model "
+    "was trained on synthetic scenes of coloured shapes only: how it ranks photos means nothing, "
+    "so the demo does not search them. To search photos, train on captioned photos (COCO or "
+    "Flickr30k: `python -m trainer.main --dataset coco ...`; your own: `--dataset folder`) or "
+    "import a reference TERAN checkpoint with its bottom-up features (`teran-import`)."
 )
-RELATION_WORDS = (" of ", " over ", " under ", " above ", " below ", " beneath ")
+SCORE_NOTE = (
+    "Scores: MrSw = the sum, over the query's aligned words, of each word's best region cosine; "
+    "'mean' is that sum divided by the number of words (a cosine, at most 1)."
+)
 FUNCTION_WORDS = frozenset(
     {"a", "an", "the", "of", "to", "in", "on", "at", "is", "are", "and", "there", "with", "it"}
     | {"its", "this", "that", "image", "picture", "showing", "shapes", "coloured"}
@@ -91,6 +105,31 @@ class QueryRun:
     target: str | None = None
     target_rank: int | None = None
     seconds: float = 0.0
+
+    @property
+    def words(self) -> int:
+        return max(1, len(self.result.words))
+
+
+@dataclass
+class HeldOutRanks:
+    """Where the true image ranks for each held-out caption (None: below the top 100)."""
+
+    queries: list[tuple[str, str]]
+    ranks: list[int | None]
+
+    def recall(self, k: int) -> float:
+        return sum(r is not None and r <= k for r in self.ranks) / max(1, len(self.ranks))
+
+    def median(self) -> float:
+        ordered = sorted(r if r is not None else 101 for r in self.ranks)
+        return float(np.median(ordered)) if ordered else float("nan")
+
+    def summary(self) -> str:
+        return (
+            f"R@1 {100 * self.recall(1):.1f}%, R@5 {100 * self.recall(5):.1f}%, median rank "
+            f"{self.median():g} over {len(self.ranks)} held-out captions"
+        )
 
 
 @dataclass
@@ -150,7 +189,7 @@ def load_photos(console: Console) -> tuple[list[tuple[str, bytes]], list[str]]:
 def demo_data(n_synthetic: int, console: Console) -> DemoData:
     """Synthetic test-split scenes (their first caption in the payload) and bundled photos."""
     data = DemoData()
-    scenes = SyntheticScenes(n_synthetic, split="test", seed=7)
+    scenes = SyntheticScenes(n_synthetic, split="test", seed=DEMO_SEED)
     for i in range(n_synthetic):
         image_id = f"synthetic/{scenes.image_id(i)}"
         data.images[image_id] = _png(scenes.image(i))
@@ -177,17 +216,18 @@ def demo_data(n_synthetic: int, console: Console) -> DemoData:
     return data
 
 
-def synthetic_queries(n_synthetic: int, count: int = 2) -> list[tuple[str, str]]:
-    """(caption, image id): relation captions of a few ingested scenes, so each query has one
-    image it was written for and the demo can say where that image ranks."""
-    if n_synthetic == 0:
+def held_out_queries(n_synthetic: int, count: int = HELD_OUT_CAPTIONS) -> list[tuple[str, str]]:
+    """(caption, image id): one distinctive caption (false for the other 3 images of its
+    confusable group) of each of `count` ingested scenes spread over the collection, so each
+    query has one right answer and the demo can say where it ranks."""
+    if n_synthetic == 0 or count == 0:
         return []
-    scenes = SyntheticScenes(n_synthetic, split="test", seed=7)
+    scenes = SyntheticScenes(n_synthetic, split="test", seed=DEMO_SEED)
+    step = max(1, n_synthetic // count)
     out: list[tuple[str, str]] = []
-    for index in sorted({(2 + 48 * k) % n_synthetic for k in range(count)}):
-        captions = scenes.captions(index)
-        caption = next((c for c in captions if any(w in c for w in RELATION_WORDS)), captions[0])
-        out.append((caption, f"synthetic/{scenes.image_id(index)}"))
+    for index in range(0, n_synthetic, step)[:count]:
+        captions = scenes.distinctive_captions(index) or scenes.captions(index)
+        out.append((captions[0], f"synthetic/{scenes.image_id(index)}"))
     return out
 
 
@@ -237,6 +277,7 @@ def write_report(
     images: Mapping[str, bytes],
     title: str = "TERAN demo: sentences find images",
     notes: Sequence[str] = (),
+    ranks: HeldOutRanks | None = None,
 ) -> Path:
     """A self-contained HTML page: per query, the hits' thumbnails (base64 PNGs) with the regions
     the query words aligned to, the scores and the word -> region table."""
@@ -247,6 +288,16 @@ def write_report(
         f"<h1>{esc(title)}</h1>",
         *(f"<p class='muted'>{esc(n)}</p>" for n in notes),
     ]
+    if ranks is not None and ranks.ranks:
+        rows = "".join(
+            f"<tr><td>{esc(q)}</td><td>{esc(t)}</td><td>{esc(_rank_text(r))}</td></tr>"
+            for (q, t), r in zip(ranks.queries, ranks.ranks, strict=True)
+        )
+        parts.append(
+            f"<section><h2>Held-out captions: {esc(ranks.summary())}</h2>"
+            "<table class='align'><tr><th>caption</th><th>written for</th><th>rank</th></tr>"
+            f"{rows}</table></section>"
+        )
     for run in runs:
         r = run.result
         parts.append(f"<section><h2>{esc(run.query)}</h2>")
@@ -264,7 +315,10 @@ def write_report(
             if picture is not None:
                 data = base64.b64encode(annotate(picture, hit.alignment)).decode("ascii")
                 parts.append(f"<img alt='{esc(hit.id)}' src='data:image/png;base64,{data}'>")
-            parts.append(f"<b>#{rank}</b> {esc(hit.id)}<br>score <b>{hit.score:.4f}</b>")
+            parts.append(
+                f"<b>#{rank}</b> {esc(hit.id)}<br>MrSw <b>{hit.score:.2f}</b> "
+                f"(mean cosine {hit.score / run.words:.2f} over {run.words} words)"
+            )
             caption = hit.payload.get("caption") or hit.payload.get("name")
             if caption:
                 parts.append(f"<br><span class='muted'>{esc(str(caption))}</span>")
@@ -384,11 +438,35 @@ def run_query(
     start = time.perf_counter()
     result = client.search(query, top_k=top_k, filter=flt, explain=True)
     seconds = time.perf_counter() - start
-    rank = None
-    if target is not None:
-        ranked = client.search(query, top_k=100, filter=flt).hits
-        rank = next((k for k, h in enumerate(ranked, 1) if h.id == target), None)
+    rank = target_rank(client, query, target, flt) if target is not None else None
     return QueryRun(query, result, flt, target, rank, seconds)
+
+
+def target_rank(
+    client: TeranClient, query: str, target: str, flt: FilterSpec | None = SYNTHETIC_ONLY
+) -> int | None:
+    """1-based rank of `target` among the top 100 hits of `query`, or None."""
+    hits = client.search(query, top_k=100, filter=flt).hits
+    return next((k for k, h in enumerate(hits, 1) if h.id == target), None)
+
+
+def held_out_ranks(client: TeranClient, queries: Sequence[tuple[str, str]]) -> HeldOutRanks:
+    return HeldOutRanks(list(queries), [target_rank(client, q, t) for q, t in queries])
+
+
+def print_ranks(console: Console, ranks: HeldOutRanks) -> None:
+    table = Table(
+        title="held-out captions: where the image each was written for ranks (synthetic "
+        "collection)",
+        title_justify="left",
+    )
+    table.add_column("rank", justify="right")
+    table.add_column("caption", overflow="fold")
+    table.add_column("written for", overflow="fold")
+    for (query, target), rank in zip(ranks.queries, ranks.ranks, strict=True):
+        table.add_row(_rank_text(rank), query, target)
+    console.print(table)
+    console.print(f"[bold]{ranks.summary()}[/bold]")
 
 
 def _rank_text(rank: int | None) -> str:
@@ -406,12 +484,14 @@ def print_run(console: Console, run: QueryRun) -> None:
     table = Table(title=f"{run.query}{filtered}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("image", overflow="fold")
-    table.add_column("score", justify="right")
-    table.add_column("content word -> region (similarity)", overflow="fold")
+    table.add_column("MrSw", justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("content word -> region (cosine)", overflow="fold")
     for rank, hit in enumerate(run.result.hits, 1):
         why = explain_words(hit.alignment)
         mark = " *" if hit.id == run.target else ""
-        table.add_row(str(rank), hit.id + mark, f"{hit.score:.3f}", why)
+        mean = f"{hit.score / run.words:.2f}"
+        table.add_row(str(rank), hit.id + mark, f"{hit.score:.2f}", mean, why)
     console.print(table)
     if run.target is not None:
         console.print(
@@ -476,19 +556,27 @@ def demo(
         stats = client.stats()
         console.print(f"collection: {stats.images} images, model {stats.model_version}")
 
+        queries = held_out_queries(images)
         runs: list[QueryRun] = [
-            run_query(client, "a red circle to the left of a blue square.", top_k),
-            *(run_query(client, q, top_k, target=t) for q, t in synthetic_queries(images)),
-            *(run_query(client, q, top_k, flt) for q, flt in PHOTO_QUERIES),
+            run_query(client, q, top_k, SYNTHETIC_ONLY, target=t)
+            for q, t in queries[:EXPLAINED_QUERIES]
         ]
         for run in runs:
             print_run(console, run)
+        ranks = held_out_ranks(client, queries)
+        if ranks.ranks:
+            print_ranks(console, ranks)
+        console.print(SCORE_NOTE)
+        if stats.images > images:
+            console.print(f"[yellow]{PHOTO_NOTE}[/yellow]")
         notes = [
             f"{stats.images} images ({images} synthetic test scenes, "
             f"{stats.images - images} scikit-image photos), model {stats.model_version}.",
             "Boxes: the region each query word aligned to best (MrSw), labelled with the words.",
+            SCORE_NOTE,
+            PHOTO_NOTE,
         ]
-        report = write_report(workdir / "report.html", runs, data.images, notes=notes)
+        report = write_report(workdir / "report.html", runs, data.images, notes=notes, ranks=ranks)
         client.close()
     except (TeranError, RuntimeError) as err:
         console.print(f"[red]demo failed[/red]: {err}")

@@ -63,6 +63,13 @@ class TrainRecipe:
     grad_clip: float = 2.0
     margin: float = 0.2
     max_violation: bool = True
+    hardest_negatives_after: int = 0
+    """Optimiser steps that sum the hinge over every in-batch negative before the loss moves
+    to the hardest one (0: hardest from the first step, as the paper). Summing first lets a
+    model whose scores all start equal leave that plateau in tens of steps instead of hundreds."""
+    lr_schedule: str = "step"
+    """"step": x`lr_gamma` every `lr_step_epochs` epochs (the paper's StepLR); "cosine":
+    decay to 0 over the whole run (`epochs`)."""
     lr_step_epochs: int = 20
     lr_gamma: float = 0.1
     warmup: str | None = None

@@ -36,7 +36,9 @@ def add_model_config(path: str | Path) -> None:
 
 
 def get_model_config(name: str) -> TeranCfg:
-    """A fresh, validated copy of a named configuration."""
+    """A fresh, validated copy of a named configuration, or of a JSON config file's contents."""
+    if name not in _MODEL_CONFIGS and name.endswith(".json") and Path(name).is_file():
+        return TeranCfg.from_dict(json.loads(Path(name).read_text()))
     if name not in _MODEL_CONFIGS:
         raise KeyError(f"unknown model config {name!r}; known: {', '.join(list_models())}")
     return TeranCfg.from_dict(copy.deepcopy(_MODEL_CONFIGS[name]))

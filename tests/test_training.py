@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ from teran.data.pairs import PairBatch
 from trainer import main as train_main
 from trainer.distributed import DistInfo
 from trainer.task import TeranTask
+from trainer.train import TrainState, build_schedule, train_one_epoch
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -101,6 +103,62 @@ def test_resume_continues_exactly(folder_data: Path, tmp_path: Path) -> None:
     log_a = (straight / "metrics.csv").read_text().splitlines()
     log_b = (resumed / "metrics.csv").read_text().splitlines()
     assert log_a == log_b
+
+
+def test_time_budget_stops_a_run_and_curves_are_logged_mid_epoch(
+    folder_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "budget"
+    _train(
+        folder_data, out, tmp_path / "cache", "--epochs", "1000", "--time-budget", "0.03",
+        "--val-every-steps", "4", "--hardest-after", "6", "--lr-schedule", "cosine",
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    steps = records[-1]["step"]
+    assert 0 < steps < 1000 * 10, "the budget did not stop the run"
+    partial = [r for r in records if r.get("partial")]
+    assert [r["step"] for r in partial] == list(range(4, steps + 1, 4))
+    assert all("val" in r for r in partial) and "val" in records[-1]
+    minutes = [r["train_minutes"] for r in records]
+    assert minutes == sorted(minutes) and minutes[-1] >= 0.03
+    best = json.loads((out / "best" / "teran_config.json").read_text())["meta"]
+    assert best["rsum"] == max(r["val"]["rsum"] for r in records)
+    assert (out / "last" / "model.safetensors").is_file()
+
+
+def test_loss_sums_every_negative_until_hardest_after(tmp_path: Path) -> None:
+    model, tokenizer = _no_dropout_model()
+    task = TeranTask(model, "MrSw", max_violation=True)
+    seen: list[bool] = []
+    task.register_forward_pre_hook(lambda module, args: seen.append(module.max_violation))
+    batch = _global_batch(tokenizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    schedule = build_schedule(optimizer, 4, 1, 1.0, 0, "cosine", 4)
+    state = TrainState()
+    for _ in range(2):
+        train_one_epoch(
+            task, [batch, batch], optimizer, schedule, state, 2.0, None, None,
+            torch.device("cpu"), progress=False, hardest_after=3,
+        )  # fmt: skip
+    assert seen == [False, False, False, True]
+    assert task.max_violation is True
+    assert schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = build_schedule(optimizer, 10, 100, 0.1, 10, "cosine", 110)
+    factors = []
+    for _ in range(110):
+        factors.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.5) and schedule.get_last_lr()[0] == pytest.approx(0.0)
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        build_schedule(optimizer, 10, 1, 0.1, 0, "linear", 10)
 
 
 # --- DDP ----------------------------------------------------------------------------------

@@ -21,8 +21,11 @@ from teran.checkpoint import load_checkpoint
 from teran.config import TeranCfg
 from teran.data.base import RegionCaptions
 from teran.data.bottomup import BottomUpFeatures
+from teran.data.cache import RegionCache
 from teran.data.folder import from_path
+from teran.data.synthetic import SyntheticScenes
 from teran.evaluation import evaluate_model, evaluate_sims
+from teran.pointing import evaluate_pointing, synthetic_targets
 from teran.relevance import Relevance
 from trainer.data import cached_regions, synthetic_split
 
@@ -51,6 +54,9 @@ def checkpoint_command(
     features_root: str | None = None,
     measure: Annotated[str | None, typer.Option(help="default: the model's alignment")] = None,
     synthetic_images: int = 1000,
+    synthetic_seed: Annotated[
+        int, typer.Option(help="synthetic test scenes to draw (the benchmark uses 0)")
+    ] = 0,
     cache_dir: str = ".cache/teran",
     out: Annotated[Path | None, typer.Option(help="JSON report path")] = None,
     rouge: Annotated[Path | None, typer.Option(help="ROUGE-L relevance file")] = None,
@@ -61,15 +67,26 @@ def checkpoint_command(
     model, tokenizer = load_checkpoint(checkpoint)
     model.to(device)
     source = test_source(
-        model.cfg, dataset, data, split, features_root, synthetic_images, cache_dir
+        model.cfg,
+        dataset,
+        data,
+        split,
+        features_root,
+        synthetic_images,
+        cache_dir,
+        synthetic_seed,
     )
     relevance = _relevance(rouge, spice, 5 * len(source))
     result = evaluate_model(
         model, tokenizer, source, measure, relevance=relevance, fold_size=fold_size, progress=True
     )
-    _write(
-        {"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **result.to_dict()}, out
-    )
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "dataset": dataset, "split": split}
+    if dataset == "synthetic":
+        assert isinstance(source, RegionCache) and isinstance(source.source, SyntheticScenes)
+        report["synthetic_seed"] = synthetic_seed
+        targets = synthetic_targets(source.source)
+        report["pointing"] = evaluate_pointing(model, tokenizer, source, targets).to_dict()
+    _write({**report, **result.to_dict()}, out)
 
 
 def test_source(
@@ -80,10 +97,13 @@ def test_source(
     features_root: str | None,
     synthetic_images: int,
     cache_dir: str,
+    synthetic_seed: int = 0,
 ) -> RegionCaptions:
     """The evaluation split of any supported source."""
     if dataset == "synthetic":
-        return synthetic_split(split, synthetic_images, 0, cfg, cache_dir, progress=True)
+        return synthetic_split(
+            split, synthetic_images, synthetic_seed, cfg, cache_dir, progress=True
+        )
     if data is None:
         raise typer.BadParameter(f"--data is required for --dataset {dataset}")
     if dataset in ("coco", "f30k"):

@@ -28,8 +28,10 @@ from teran.factory import create_model, get_model_config
 from trainer.data import build_sources
 from trainer.distributed import DistInfo, init_distributed
 from trainer.params import parse_args
+from trainer.sampling import GroupBatchSampler, source_groups
 from trainer.task import TeranTask
 from trainer.train import (
+    TrainClock,
     TrainState,
     build_schedule,
     load_train_state,
@@ -53,6 +55,8 @@ def recipe_from_args(recipe: TrainRecipe, args: Any) -> TrainRecipe:
         "lr_gamma": args.lr_gamma,
         "warmup_steps": args.warmup_steps,
         "freeze_backbone": args.freeze_backbone,
+        "hardest_negatives_after": args.hardest_after,
+        "lr_schedule": args.lr_schedule,
     }
     if args.warmup is not None:
         overrides["warmup"] = None if args.warmup == "none" else args.warmup
@@ -95,22 +99,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if recipe.freeze_backbone
         else None
     )
-    sampler: DistributedSampler[int] = DistributedSampler(
-        pairs,
-        num_replicas=info.world_size,
-        rank=info.rank,
-        shuffle=True,
-        seed=args.seed,
-        drop_last=True,
-    )
-    loader = DataLoader(
-        pairs,
-        batch_size=recipe.batch_size,
-        sampler=sampler,
-        collate_fn=pairs.collate,
-        num_workers=args.workers,
-        drop_last=True,
-    )
+    groups = source_groups(train_src, len(train_src)) if args.batches != "random" else None
+    if args.batches == "groups" and groups is None:
+        raise ValueError(f"--batches groups: the {args.dataset} source declares no image groups")
+    sampler: GroupBatchSampler | DistributedSampler[int]
+    if groups is not None:
+        sampler = GroupBatchSampler(
+            groups,
+            pairs.captions_per_image,
+            recipe.batch_size,
+            seed=args.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        loader = DataLoader(
+            pairs, batch_sampler=sampler, collate_fn=pairs.collate, num_workers=args.workers
+        )
+    else:
+        sampler = DistributedSampler(
+            pairs,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=args.seed,
+            drop_last=True,
+        )
+        loader = DataLoader(
+            pairs,
+            batch_size=recipe.batch_size,
+            sampler=sampler,
+            collate_fn=pairs.collate,
+            num_workers=args.workers,
+            drop_last=True,
+        )
     optimizer = torch.optim.Adam(trainable_parameters(model, recipe.freeze_backbone), lr=recipe.lr)
     steps_per_epoch = len(loader)
     if args.max_steps_per_epoch:
@@ -121,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe.lr_step_epochs,
         recipe.lr_gamma,
         recipe.warmup_steps if recipe.warmup == "linear" else 0,
+        recipe.lr_schedule,
+        steps_per_epoch * recipe.epochs,
     )
     task: torch.nn.Module = TeranTask(model, measure, recipe.margin, recipe.max_violation, info)
     if info.enabled:
@@ -141,6 +164,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps({"argv": list(argv or sys.argv[1:]), "config": cfg.to_dict()}, indent=2)
         )
 
+    clock = TrainClock(state.train_seconds)
+    budget_spent = [False]
+
+    def validate(record: dict[str, Any]) -> None:
+        """Validate (if there is a validation source), keep `best/`, log one line."""
+        assert val_src is not None
+        meta = {"epoch": record["epoch"], "step": state.step, "measure": measure}
+        result = evaluate_model(model, tokenizer, val_src, measure)
+        record["val"] = result.metrics.to_dict()
+        rsum = result.metrics.rsum
+        if rsum > state.best_rsum:
+            state.best_rsum = rsum
+            save_checkpoint(model, tokenizer, out / "best", {**meta, "rsum": rsum}, compact)
+
+    def write_record(record: dict[str, Any]) -> None:
+        record["train_minutes"] = round(clock.seconds() / 60, 3)
+        with (out / "val.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(
+            json.dumps({k: v for k, v in record.items() if k != "val"})
+            + (f" val rsum {record['val']['rsum']:.1f}" if "val" in record else "")
+        )
+
+    def after_step(st: TrainState) -> bool:
+        """Mid-epoch validation for learning curves; True once the time budget is spent."""
+        if (
+            info.is_main
+            and val_src is not None
+            and args.val_every_steps
+            and st.step % args.val_every_steps == 0
+        ):
+            with clock.paused():
+                record = {"epoch": st.epoch + 1, "step": st.step, "partial": True}
+                validate(record)
+                write_record(record)
+            if text_hidden is not None:  # validation put the whole model back in train mode
+                model.textual.backbone.eval()
+        spent = args.time_budget is not None and clock.seconds() >= args.time_budget * 60
+        if info.enabled:  # every process stops at the same step: rank 0's clock decides
+            flag = torch.tensor([float(spent)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            spent = bool(flag.item())
+        budget_spent[0] = spent
+        return spent
+
     log_path = out / "metrics.csv"
     new_log = not log_path.exists() or not args.resume
     with log_path.open("w" if new_log else "a", newline="") as log_file:
@@ -150,22 +218,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         for epoch in range(state.epoch, recipe.epochs):
             sampler.set_epoch(epoch)
             start = time.perf_counter()
-            mean_loss = train_one_epoch(
-                task,
-                loader,
-                optimizer,
-                schedule,
-                state,
-                recipe.grad_clip,
-                text_hidden,
-                log if info.is_main else None,
-                device,
-                args.max_steps_per_epoch,
-                args.progress and info.is_main,
-            )
+            with clock.running():
+                mean_loss = train_one_epoch(
+                    task,
+                    loader,
+                    optimizer,
+                    schedule,
+                    state,
+                    recipe.grad_clip,
+                    text_hidden,
+                    log if info.is_main else None,
+                    device,
+                    args.max_steps_per_epoch,
+                    args.progress and info.is_main,
+                    recipe.hardest_negatives_after,
+                    after_step,
+                )
             log_file.flush()
+            out_of_time = budget_spent[0]
             state.epoch = epoch + 1
+            state.train_seconds = clock.seconds()
             if not info.is_main:
+                if out_of_time:
+                    break
                 continue
             record: dict[str, Any] = {
                 "epoch": state.epoch,
@@ -173,26 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "loss": mean_loss,
                 "seconds": round(time.perf_counter() - start, 2),
             }
-            validate = val_src is not None and (
-                state.epoch % args.val_every == 0 or state.epoch == recipe.epochs
-            )
+            last = state.epoch == recipe.epochs or out_of_time
+            if val_src is not None and (state.epoch % args.val_every == 0 or last):
+                validate(record)
+            write_record(record)
             meta = {"epoch": state.epoch, "step": state.step, "measure": measure}
-            if validate:
-                assert val_src is not None
-                result = evaluate_model(model, tokenizer, val_src, measure)
-                record["val"] = result.metrics.to_dict()
-                rsum = result.metrics.rsum
-                if rsum > state.best_rsum:
-                    state.best_rsum = rsum
-                    save_checkpoint(model, tokenizer, out / "best", {**meta, "rsum": rsum}, compact)
-            with (out / "val.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            print(
-                json.dumps({k: v for k, v in record.items() if k != "val"})
-                + (f" val rsum {record['val']['rsum']:.1f}" if "val" in record else "")
-            )
             save_checkpoint(model, tokenizer, out / "last", meta, compact)
             save_train_state(state_path, state, optimizer, schedule)
+            if out_of_time:
+                print(f"time budget of {args.time_budget:g} min spent after step {state.step}")
+                break
         if info.enabled:
             torch.distributed.barrier()
     if info.enabled:

@@ -39,6 +39,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--val-images", type=int, default=500, help="synthetic: validation images")
     data.add_argument("--data-seed", type=int, default=0, help="synthetic: scene seed")
     data.add_argument("--cache-dir", default=".cache/teran", help="region feature caches")
+    data.add_argument(
+        "--batches",
+        choices=("auto", "groups", "random"),
+        default="auto",
+        help="groups: batches of whole confusable image groups (trainer/sampling.py); auto: "
+        "groups where the source declares them",
+    )
 
     opt = p.add_argument_group("optimisation (defaults: the config's recipe)")
     opt.add_argument("--epochs", type=int)
@@ -47,6 +54,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--grad-clip", type=float)
     opt.add_argument("--margin", type=float)
     opt.add_argument("--all-negatives", action="store_true", help="sum over negatives, not max")
+    opt.add_argument(
+        "--hardest-after", type=int, help="steps summing over every negative before the hardest"
+    )
+    opt.add_argument("--lr-schedule", choices=("step", "cosine"))
     opt.add_argument("--lr-step-epochs", type=int)
     opt.add_argument("--lr-gamma", type=float)
     opt.add_argument("--warmup", choices=("none", "linear"))
@@ -60,5 +71,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     run.add_argument("--workers", type=int, default=0, help="data loader workers")
     run.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
+    run.add_argument(
+        "--val-every-steps", type=int, help="also validate every N steps (learning curves)"
+    )
+    run.add_argument(
+        "--time-budget", type=float, help="stop after this many minutes of training (validated)"
+    )
     run.add_argument("--no-progress", dest="progress", action="store_false")
     return p.parse_args(argv)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import math
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,41 @@ class TrainState:
     step: int = 0
     """Optimiser steps taken."""
     best_rsum: float = float("-inf")
+    train_seconds: float = 0.0
+    """Wall-clock seconds spent training (validation excluded): the x axis of learning curves."""
+
+
+class TrainClock:
+    """Counts training time only: `running()` around steps, `paused()` around validations."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self._total = seconds
+        self._since: float | None = None
+
+    def seconds(self) -> float:
+        extra = time.perf_counter() - self._since if self._since is not None else 0.0
+        return self._total + extra
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self._since = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._total = self.seconds()
+            self._since = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        running = self._since is not None
+        if running:
+            self._total = self.seconds()
+            self._since = None
+        try:
+            yield
+        finally:
+            if running:
+                self._since = time.perf_counter()
 
 
 def trainable_parameters(model: Teran, freeze_backbone: bool) -> list[nn.Parameter]:
@@ -36,18 +74,29 @@ def trainable_parameters(model: Teran, freeze_backbone: bool) -> list[nn.Paramet
     return [p for p in model.parameters() if p.requires_grad]
 
 
+LR_SCHEDULES = ("step", "cosine")
+
+
 def build_schedule(
     optimizer: Optimizer,
     steps_per_epoch: int,
     step_epochs: int,
     gamma: float,
     warmup_steps: int,
+    kind: str = "step",
+    total_steps: int = 0,
 ) -> LambdaLR:
-    """Linear warm-up over `warmup_steps` (0: none), then x`gamma` every `step_epochs` epochs
-    (the paper's StepLR); stepped once per optimiser step."""
+    """Linear warm-up over `warmup_steps` (0: none), then either x`gamma` every `step_epochs`
+    epochs (the paper's StepLR) or a cosine decay to 0 at `total_steps`; stepped once per
+    optimiser step."""
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {kind!r}")
 
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if kind == "cosine":
+            done = min(1.0, max(0, step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return warm * 0.5 * (1.0 + math.cos(math.pi * done))
         return warm * gamma ** ((step // max(1, steps_per_epoch)) // max(1, step_epochs))
 
     return LambdaLR(optimizer, factor)
@@ -107,11 +156,19 @@ def train_one_epoch(
     device: torch.device,
     max_steps: int | None = None,
     progress: bool = True,
+    hardest_after: int = 0,
+    after_step: Callable[[TrainState], bool] | None = None,
 ) -> float:
-    """Steps over `loader` once; returns the mean batch loss."""
+    """Steps over `loader` once; returns the mean batch loss.
+
+    Before step `hardest_after` the loss sums over every negative (if the task uses hardest
+    negatives at all); `after_step` runs after each optimiser step and stops the epoch early
+    by returning True (a time budget, a validation in the middle of an epoch).
+    """
     task.train()
     inner = task.module if isinstance(task, nn.parallel.DistributedDataParallel) else task
     assert isinstance(inner, TeranTask)
+    hardest = inner.max_violation
     if text_hidden is not None:  # a frozen backbone stays in eval mode (no dropout)
         inner.model.textual.backbone.eval()
     losses: list[float] = []
@@ -122,6 +179,7 @@ def train_one_epoch(
     for batch in bar:
         if max_steps is not None and len(losses) >= max_steps:
             break
+        inner.max_violation = hardest and state.step >= hardest_after
         batch = batch_to(batch, device)
         hidden = None
         if text_hidden is not None:
@@ -146,6 +204,9 @@ def train_one_epoch(
                     "lr": f"{schedule.get_last_lr()[0]:.3e}",
                 }
             )
+        if after_step is not None and after_step(state):
+            break
+    inner.max_violation = hardest
     return float(np.mean(losses)) if losses else float("nan")
 
 

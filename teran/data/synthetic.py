@@ -23,6 +23,7 @@ odd in the test split and even in the train split (mirroring keeps the parity).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations, permutations
 
@@ -379,17 +380,21 @@ class _Writer:
         return _Rel(a, rel, b, size[a], size[b])
 
 
-def _captions(scene: Scene, others: list[Scene] | None, rng: random.Random) -> list[str]:
-    """5 distinct true captions; for a group member the first 3 are drawn from `_plans`."""
-    writer, out = _Writer(scene, rng), list[str]()
+def _captions(
+    scene: Scene, others: list[Scene] | None, rng: random.Random
+) -> list[tuple[str, bool]]:
+    """5 distinct true captions, each with whether it is false for every other group member; for
+    a group member the first 3 are drawn from `_plans` (those are the distinctive ones)."""
+    writer, out = _Writer(scene, rng), list[tuple[str, bool]]()
     plans = _plans(scene, others, rng) if others else []
     for tries in range(400):
         if len(out) == 5:
             break
-        text = writer.plan(rng.choice(plans)) if plans and len(out) < 3 else writer.random()
+        distinctive = bool(plans) and len(out) < 3
+        text = writer.plan(rng.choice(plans)) if distinctive else writer.random()
         text = text[0].upper() + text[1:]
-        if text not in out or tries > 300:
-            out.append(text)
+        if all(text != t for t, _ in out) or tries > 300:
+            out.append((text, distinctive))
     rng.shuffle(out)
     return out
 
@@ -422,7 +427,7 @@ class SyntheticScenes(ImageCaptions):
                     for _ in range(GROUP_SIZE)
                 ]
                 self._blocks.append((scenes, False))
-        self._captions: dict[int, list[str]] = {}
+        self._captions: dict[int, list[tuple[str, bool]]] = {}
 
     def __len__(self) -> int:
         return self.n_images
@@ -444,17 +449,51 @@ class SyntheticScenes(ImageCaptions):
     def image_id(self, index: int) -> str:
         return f"{self.split}-{self.seed}-{self._check(index):06d}"
 
-    def captions(self, index: int) -> list[str]:
+    def _drawn(self, index: int) -> list[tuple[str, bool]]:
         if index not in self._captions:
             scenes, grouped = self._blocks[self._check(index) // GROUP_SIZE]
             scene = scenes[index % GROUP_SIZE]
             others = [s for s in scenes if s is not scene] if grouped else None
             rng = random.Random(f"teran-synthetic/{self.split}/{self.seed}/{index}/captions")
             self._captions[index] = _captions(scene, others, rng)
-        return list(self._captions[index])
+        return self._captions[index]
+
+    def captions(self, index: int) -> list[str]:
+        return [text for text, _ in self._drawn(index)]
+
+    def distinctive_captions(self, index: int) -> list[str]:
+        """The captions of image `index` that are false for the other images of its group (so
+        the image they were written for is the one right answer); empty outside a group."""
+        return [text for text, distinctive in self._drawn(index) if distinctive]
 
     def image(self, index: int) -> Image.Image:
         return render(self.scene(index), self.image_size)
+
+
+def object_box(o: SceneObject) -> tuple[float, float, float, float]:
+    """The box (x1, y1, x2, y2 fractions) of the pixels `render` draws for `o`."""
+    e = EXTENT[o.size]
+    if o.shape == "square":
+        return (o.x - 0.88 * e, o.y - 0.88 * e, o.x + 0.88 * e, o.y + 0.88 * e)
+    if o.shape == "triangle":
+        return (o.x - e, o.y - e, o.x + e, o.y + 0.85 * e)
+    return (o.x - e, o.y - e, o.x + e, o.y + e)
+
+
+def named_objects(scene: Scene, words: Sequence[str]) -> list[tuple[int, str, SceneObject]]:
+    """(position, kind, object) for every word of `words` that names one object of `scene`: a
+    colour word (colours are distinct within a scene), or a shape word right after a colour
+    word ("red circle"); kind is "colour" or "shape". Word pieces that split a word are skipped."""
+    by_colour = {o.colour: o for o in scene.objects}
+    out: list[tuple[int, str, SceneObject]] = []
+    for k, word in enumerate(w.lower() for w in words):
+        if word in by_colour:
+            out.append((k, "colour", by_colour[word]))
+        elif word in SHAPE_WORDS and k > 0 and words[k - 1].lower() in by_colour:
+            named = by_colour[words[k - 1].lower()]
+            if named.shape == SHAPE_WORDS[word]:
+                out.append((k, "shape", named))
+    return out
 
 
 def render(scene: Scene, size: int = 224) -> Image.Image:
@@ -506,6 +545,8 @@ __all__ = [
     "SceneObject",
     "SyntheticScenes",
     "location",
+    "named_objects",
+    "object_box",
     "relations",
     "render",
 ]
