@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from teran.checkpoint import load_checkpoint
+from teran.data.synthetic import SyntheticScenes
 from teran.evaluation import evaluate_model
 from teran.factory import get_model_config
 from teran.pointing import evaluate_pointing, synthetic_targets
@@ -48,12 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="teran-minilm-tiny", help="named config (and its recipe)")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--train-images", type=int, default=4000)
+    p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=500)
     p.add_argument("--test-images", type=int, default=1000)
     p.add_argument("--epochs", type=int, help="default: the config's recipe")
-    p.add_argument("--time-budget", type=float, default=20.0, help="training minutes per variant")
-    p.add_argument("--val-every-steps", type=int, default=150, help="learning-curve resolution")
+    p.add_argument("--time-budget", type=float, default=12.0, help="training minutes per variant")
+    p.add_argument("--val-every-steps", type=int, default=156, help="learning-curve resolution")
     p.add_argument("--seed", type=int, default=0, help="test scenes; validation uses seed + 1")
     p.add_argument("--cache-dir", default=".cache/teran")
     p.add_argument("--runs", default="benchmarks/runs/quality")
@@ -74,7 +75,7 @@ def learning_curve(run: Path) -> list[dict[str, float]]:
     out = []
     for line in (run / "val.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "val" in record:
+        if "val" in record and not (out and out[-1]["step"] == record["step"]):
             out.append(
                 {
                     "minutes": record["train_minutes"],
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     cfg = get_model_config(args.model)
     test = synthetic_split("test", args.test_images, args.seed, cfg, args.cache_dir, True)
+    scenes = test.source
+    assert isinstance(scenes, SyntheticScenes)
     captions = [c for i in range(len(test)) for c in test.captions(i)]
     relevance = rouge_relevance(captions, Path(test.folder) / "rougeL-relevance.f32")
     out_path = Path(args.out)
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = train_variant(args, variant, run)
         model, tokenizer = load_checkpoint(run / "best")
         evaluated = evaluate_model(model, tokenizer, test, variant, relevance=relevance)
-        pointing = evaluate_pointing(model, tokenizer, test, synthetic_targets(test.source))
+        pointing = evaluate_pointing(model, tokenizer, test, synthetic_targets(scenes))
         curve = learning_curve(run)
         best = json.loads((run / "best" / "teran_config.json").read_text())["meta"]
         results[variant] = {

@@ -2,9 +2,12 @@
 
 Writes a single-process configuration (every service, embedded store, in-process inference,
 free ports), starts `python -m services` as a subprocess, streams synthetic scenes and the real
-photos that ship inside scikit-image through ImageEncoder.Ingest, runs a few searches with
-explanations, prints them, and writes an HTML report whose thumbnails show which region each
-query word aligned to. Then it stops the server with SIGTERM, as an orchestrator would.
+photos that ship inside scikit-image through ImageEncoder.Ingest, then measures the model on its
+synthetic collection: held-out captions, each with one right image, the rank of that image and
+R@1, three of them shown in full with explanations; and writes an HTML report whose thumbnails
+show which region each query word aligned to. The photos are ingested but not searched: the demo
+model was trained on synthetic scenes only. Then it stops the server with SIGTERM, as an
+orchestrator would.
 
     python -m services.demo [--checkpoint models/teran-synthetic-tiny] [--workdir .cache/demo]
                             [--images 200]

@@ -167,12 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = TrainClock(state.train_seconds)
     budget_spent = [False]
 
+    validated: dict[int, dict[str, Any]] = {}
+
     def validate(record: dict[str, Any]) -> None:
-        """Validate (if there is a validation source), keep `best/`, log one line."""
+        """Validate (once per step), keep `best/`."""
         assert val_src is not None
+        if state.step in validated:
+            record["val"] = validated[state.step]
+            return
         meta = {"epoch": record["epoch"], "step": state.step, "measure": measure}
         result = evaluate_model(model, tokenizer, val_src, measure)
-        record["val"] = result.metrics.to_dict()
+        record["val"] = validated[state.step] = result.metrics.to_dict()
         rsum = result.metrics.rsum
         if rsum > state.best_rsum:
             state.best_rsum = rsum

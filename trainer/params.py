@@ -42,7 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument(
         "--batches",
         choices=("auto", "groups", "random"),
-        default="auto",
+        default="random",
         help="groups: batches of whole confusable image groups (trainer/sampling.py); auto: "
         "groups where the source declares them",
     )
