@@ -32,7 +32,7 @@ import torch
 from services.config import load_settings
 from services.inference.inprocess import InProcessBackend
 from services.main import start
-from services.store.base import StoredImage
+from services.store import StoredImage
 from services.store.edge import EdgeStore
 from teran.checkpoint import model_version
 from teran.data.synthetic import SyntheticScenes
@@ -118,18 +118,19 @@ def _fill(path: Path, version: str, dim: int, n: int, regions: int, seed: int) -
     """Random unit region vectors for n images, written to an EdgeStore; returns them."""
     rng = np.random.default_rng(seed)
     store = EdgeStore(path, sync_writes=False)
-    store.open(version, dim)
+    images = store.open(version, dim).images
     vectors = rng.standard_normal((n, regions, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
     cells = np.linspace(0, 1, regions + 1, dtype=np.float32)
     boxes = np.stack([cells[:-1], cells[:-1], cells[1:], cells[1:]], -1)
     for start_ in range(0, n, 500):
-        store.upsert_images(
+        images.upsert(
             [
                 StoredImage(id=f"s{i}", regions=vectors[i], boxes=boxes, payload={"k": i % 10})
                 for i in range(start_, min(n, start_ + 500))
             ]
         )
+    images.build_index()
     store.flush()
     store.close()
     return vectors

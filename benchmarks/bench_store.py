@@ -29,21 +29,23 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient
 
-from services.store import StoredImage, VectorStore
+from services.store import IndexLayout, StoredImage, VectorStore
 from services.store.edge import EdgeStore
 from services.store.qdrant import QdrantStore
 
+EXACT = IndexLayout(search="exact")
+"""This benchmark compares the backends' exhaustive MaxSim (bench-scale measures two-stage)."""
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "store.json"
 BACKENDS = ("qdrant-local-path", "edge", "edge-nosync")
 
 
 def make_store(backend: str, folder: Path) -> VectorStore:
     if backend == "qdrant-local-path":
-        return QdrantStore(QdrantClient(path=str(folder)))
+        return QdrantStore(QdrantClient(path=str(folder)), layout=EXACT)
     if backend == "edge":
-        return EdgeStore(folder, sync_writes=True)
+        return EdgeStore(folder, sync_writes=True, layout=EXACT)
     if backend == "edge-nosync":
-        return EdgeStore(folder, sync_writes=False)
+        return EdgeStore(folder, sync_writes=False, layout=EXACT)
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
@@ -79,20 +81,20 @@ def disk_bytes(folder: Path) -> tuple[int, int]:
 def run_one(backend: str, n: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     folder = root / f"{backend}-{n}"
     store = make_store(backend, folder)
-    store.open("bench", args.dim)
+    images = store.open("bench", args.dim).images
     upsert_s = 0.0
     for items in image_batches(n, args.regions, args.dim, args.batch, args.seed):
         t0 = time.perf_counter()
-        store.upsert_images(items)
+        images.upsert(items)
         upsert_s += time.perf_counter() - t0
-    assert store.count_images() == n
+    assert images.count() == n
 
     rng = np.random.default_rng(args.seed + 1)
     queries = unit(rng, (args.warmup + args.queries, args.words, args.dim))
     lat_ms: list[float] = []
     for i, q in enumerate(queries):
         t0 = time.perf_counter()
-        hits = store.search_images(q, args.limit)
+        hits = images.search(q, args.limit)
         dt = (time.perf_counter() - t0) * 1000
         assert len(hits) == min(args.limit, n)
         if i >= args.warmup:

@@ -21,6 +21,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from services.store.layout import IndexLayout, Quantization, SearchMode
+
 TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
 
 
@@ -60,6 +62,26 @@ class StoreCfg(BaseModel):
     alias_ttl_s: float = Field(1.0, ge=0, le=60)
     """How long a process trusts the live alias it read; after an upgrade switches it, a
     replica keeps serving the previous version (consistently) for at most this long."""
+    search: SearchMode = "two_stage"
+    """two_stage: HNSW summary candidates, then MaxSim; exact: MaxSim over every item."""
+    quantization: Quantization = "none"
+    originals_on_disk: bool = False
+    payload_on_disk: bool = False
+    rescore: bool = True
+    oversampling: float = Field(2.0, ge=1, le=16)
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construct: int = Field(128, ge=8, le=4096)
+    hnsw_ef: int = Field(256, ge=8, le=10_000)
+    indexing_threshold: int = Field(1000, ge=1)
+    shard_number: int = Field(1, ge=1, le=1024)
+    """Shards per collection on a Qdrant cluster (the embedded engine is one shard)."""
+    replication_factor: int = Field(1, ge=1, le=16)
+    write_consistency_factor: int = Field(1, ge=1, le=16)
+
+    def layout(self) -> IndexLayout:
+        """The collections' layout these settings describe (validated there as well)."""
+        names = IndexLayout.__dataclass_fields__
+        return IndexLayout(**{k: v for k, v in self.model_dump().items() if k in names})
 
 
 class CommonCfg(BaseModel):

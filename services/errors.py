@@ -13,9 +13,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.inference.base import InferenceUnavailable
-
 log = logging.getLogger(__name__)
+
+
+class DependencyUnavailable(Exception):
+    """A dependency (model server, vector store) cannot be reached: the caller gets UNAVAILABLE.
+
+    Backends subclass it with their own name, so this module needs none of them."""
+
+    component = "dependency"
 
 
 class ServiceError(Exception):
@@ -61,12 +67,8 @@ def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status for an exception raised while serving a request."""
     if isinstance(err, ServiceError):
         return err.code, err.message
-    if isinstance(err, InferenceUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, f"inference: {err}"
-    from services.store.base import StoreUnavailable
-
-    if isinstance(err, StoreUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, f"vector store: {err}"
+    if isinstance(err, DependencyUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"{err.component}: {err}"
     log.exception("unexpected error", exc_info=err)
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"
 

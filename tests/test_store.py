@@ -7,6 +7,7 @@ delete reports, model-version isolation, persistence and crash durability.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -28,19 +29,23 @@ from services.store import (
     Equals,
     Hit,
     PayloadFilter,
+    Source,
     StoredImage,
     StoredSentence,
     StoreError,
     StoreUnavailable,
     VectorStore,
 )
-from services.store.base import Source, point_id
 from services.store.edge import EdgeStore
+from services.store.naming import point_id
 from services.store.qdrant import QdrantStore
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
 V1 = "v1"
+
+COVER = 1000
+"""A candidate count above every collection here: two-stage search is then exact."""
 
 KINDS = ["qdrant-memory", "qdrant-path", "edge"]
 PERSISTENT = ["qdrant-path", "edge"]
@@ -133,8 +138,8 @@ def test_image_round_trip(store: VectorStore) -> None:
         image(rng, 1, 7),
         image(rng, "ünïcode/ id with spaces", 1, nested={"k": [1, 2]}),
     ]
-    store.upsert_images(items)
-    got = store.get_images([items[2].id, "missing", items[0].id, items[1].id])
+    store.live().images.upsert(items)
+    got = store.live().images.get([items[2].id, "missing", items[0].id, items[1].id])
     assert got[1] is None
     for want, have in zip([items[2], items[0], items[1]], [got[0], got[2], got[3]], strict=True):
         assert have is not None
@@ -147,45 +152,45 @@ def test_image_round_trip(store: VectorStore) -> None:
     # JSON types survive (True == 1 in Python, so compare types too).
     assert got[2] is not None
     assert [type(got[2].payload[k]) for k in ("split", "n", "w", "ok")] == [str, int, float, bool]
-    assert store.get_images([]) == []
-    assert store.count_images() == 3
-    assert store.count_sentences() == 0
+    assert store.live().images.get([]) == []
+    assert store.live().images.count() == 3
+    assert store.live().sentences.count() == 0
 
 
 def test_sentence_round_trip(store: VectorStore) -> None:
     rng = np.random.default_rng(1)
     items = [sentence(rng, 0, 4, lang="en", n=2), sentence(rng, 1, 9)]
-    store.upsert_sentences(items)
-    got = store.get_sentences([items[1].id, "nope", items[0].id])
+    store.live().sentences.upsert(items)
+    got = store.live().sentences.get([items[1].id, "nope", items[0].id])
     assert got[1] is None
     for want, have in zip([items[1], items[0]], [got[0], got[2]], strict=True):
         assert have is not None
         assert (have.id, have.text, have.tokens) == (want.id, want.text, want.tokens)
         np.testing.assert_allclose(have.words, want.words, atol=1e-6, rtol=0)
         assert have.payload == want.payload
-    assert store.count_sentences() == 2
-    assert store.count_images() == 0
+    assert store.live().sentences.count() == 2
+    assert store.live().images.count() == 0
 
 
 def test_reupsert_overwrites(store: VectorStore) -> None:
     rng = np.random.default_rng(2)
     first = image(rng, "x", 4, old=1)
     second = StoredImage("img-x", unit(rng, 9), np.zeros((9, 4), np.float32), "u2", {"new": 2})
-    store.upsert_images([first])
-    store.upsert_images([second])
-    (got,) = store.get_images(["img-x"])
+    store.live().images.upsert([first])
+    store.live().images.upsert([second])
+    (got,) = store.live().images.get(["img-x"])
     assert got is not None
     np.testing.assert_allclose(got.regions, second.regions, atol=1e-6, rtol=0)
     assert got.boxes.shape == (9, 4) and got.uri == "u2"
     assert got.payload == {"new": 2}
-    assert store.count_images() == 1
+    assert store.live().images.count() == 1
 
     s1, s2 = sentence(rng, "y", 3, a=1), sentence(rng, "y", 6)
-    store.upsert_sentences([s1])
-    store.upsert_sentences([s2])
-    (gs,) = store.get_sentences(["sen-y"])
+    store.live().sentences.upsert([s1])
+    store.live().sentences.upsert([s2])
+    (gs,) = store.live().sentences.get(["sen-y"])
     assert gs is not None and gs.tokens == s2.tokens and gs.payload == {}
-    assert store.count_sentences() == 1
+    assert store.live().sentences.count() == 1
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -198,14 +203,14 @@ def test_search_is_exact_maxsim(store: VectorStore, side: str) -> None:
     search: Callable[..., list[Hit]]
     if side == "images":
         imgs = [image(rng, i, int(n)) for i, n in enumerate(sizes)]
-        store.upsert_images(imgs)
+        store.live().images.upsert(imgs)
         ids, vecs = [x.id for x in imgs], [x.regions for x in imgs]
-        search = store.search_images
+        search = functools.partial(store.live().images.search, candidates=COVER)
     else:
         sens = [sentence(rng, i, int(n)) for i, n in enumerate(sizes)]
-        store.upsert_sentences(sens)
+        store.live().sentences.upsert(sens)
         ids, vecs = [x.id for x in sens], [x.words for x in sens]
-        search = store.search_sentences
+        search = functools.partial(store.live().sentences.search, candidates=COVER)
     for q_len, limit in [(12, 100), (1, 10), (36, 500)]:
         query = unit(rng, q_len)
         assert_ranking(search(query, limit), ids, maxsim(query, vecs), limit)
@@ -223,9 +228,9 @@ def test_filters(store: VectorStore) -> None:
         for i in range(40)
     ]
     imgs = [image(rng, i, int(rng.integers(3, 8)), **meta[i]) for i in range(40)]
-    store.upsert_images(imgs)
+    store.live().images.upsert(imgs)
     sens = [sentence(rng, i, 4, **meta[i]) for i in range(40)]
-    store.upsert_sentences(sens)
+    store.live().sentences.upsert(sens)
     query = unit(rng, 12)
     cases: list[tuple[PayloadFilter, Callable[[dict], bool]]] = [
         (PayloadFilter([Equals("split", "test")]), lambda p: p["split"] == "test"),
@@ -251,12 +256,12 @@ def test_filters(store: VectorStore) -> None:
     for flt, pred in cases:
         keep = [i for i in range(40) if pred(meta[i])]
         img_scores = maxsim(query, [imgs[i].regions for i in keep])
-        hits = store.search_images(query, 100, flt)
+        hits = store.live().images.search(query, 100, flt, candidates=COVER)
         assert_ranking(hits, [imgs[i].id for i in keep], img_scores, 100)
-        sen_hits = store.search_sentences(query, 100, flt)
+        sen_hits = store.live().sentences.search(query, 100, flt, candidates=COVER)
         assert sorted(h.id for h in sen_hits) == sorted(sens[i].id for i in keep), flt
     # Unfiltered = filter with no conditions; limit cuts after filtering.
-    assert len(store.search_images(query, 5, PayloadFilter([Equals("split", "test")]))) == 5
+    assert len(store.live().images.search(query, 5, PayloadFilter([Equals("split", "test")]))) == 5
 
 
 def test_bad_filters_raise_value_error(store: VectorStore) -> None:
@@ -281,7 +286,7 @@ def test_bad_filters_raise_value_error(store: VectorStore) -> None:
     with pytest.raises(ValueError, match="sequence of conditions"):
         PayloadFilter("split")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="PayloadFilter"):
-        store.search_images(np.ones((1, DIM), np.float32), 5, {"split": "x"})  # type: ignore[arg-type]
+        store.live().images.search(np.ones((1, DIM), np.float32), 5, {"split": "x"})  # type: ignore[arg-type]
 
 
 # -- delete and counts -------------------------------------------------------------------------
@@ -291,22 +296,26 @@ def test_delete_reports_missing(store: VectorStore) -> None:
     rng = np.random.default_rng(5)
     imgs = [image(rng, i) for i in range(5)]
     sens = [sentence(rng, i) for i in range(4)]
-    store.upsert_images(imgs)
-    store.upsert_sentences(sens)
-    assert (store.count_images(), store.count_sentences()) == (5, 4)
+    store.live().images.upsert(imgs)
+    store.live().sentences.upsert(sens)
+    assert (store.live().images.count(), store.live().sentences.count()) == (5, 4)
 
-    missing = store.delete_images(["img-1", "ghost", "img-3", "img-1", "ghost2"])
+    missing = store.live().images.delete(["img-1", "ghost", "img-3", "img-1", "ghost2"])
     assert missing == ["ghost", "ghost2"]
-    assert store.count_images() == 3
-    assert store.get_images(["img-1", "img-0"])[0] is None
-    hits = store.search_images(unit(rng, 4), 10)
+    assert store.live().images.count() == 3
+    assert store.live().images.get(["img-1", "img-0"])[0] is None
+    hits = store.live().images.search(unit(rng, 4), 10)
     assert {h.id for h in hits} == {"img-0", "img-2", "img-4"}
-    assert store.delete_images(["img-1"]) == ["img-1"]
-    assert store.delete_images([]) == []
+    assert store.live().images.delete(["img-1"]) == ["img-1"]
+    assert store.live().images.delete([]) == []
 
-    assert store.delete_sentences(["sen-0", "img-0"]) == ["img-0"]
-    assert (store.count_images(), store.count_sentences()) == (3, 3)
-    assert {h.id for h in store.search_sentences(unit(rng, 4), 10)} == {"sen-1", "sen-2", "sen-3"}
+    assert store.live().sentences.delete(["sen-0", "img-0"]) == ["img-0"]
+    assert (store.live().images.count(), store.live().sentences.count()) == (3, 3)
+    assert {h.id for h in store.live().sentences.search(unit(rng, 4), 10)} == {
+        "sen-1",
+        "sen-2",
+        "sen-3",
+    }
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -315,9 +324,9 @@ def test_delete_reports_missing(store: VectorStore) -> None:
 def test_reserved_and_invalid_input(store: VectorStore) -> None:
     rng = np.random.default_rng(6)
     with pytest.raises(ValueError, match="'_uri' is reserved"):
-        store.upsert_images([image(rng, 0), image(rng, 1, _uri="evil")])
+        store.live().images.upsert([image(rng, 0), image(rng, 1, _uri="evil")])
     with pytest.raises(ValueError, match="'_tokens' is reserved"):
-        store.upsert_sentences([sentence(rng, 0, _tokens=["x"])])
+        store.live().sentences.upsert([sentence(rng, 0, _tokens=["x"])])
     ok = image(rng, 9)
     bad_images = [
         (StoredImage("a", unit(rng, 3, DIM + 1), np.zeros((3, 4))), "expected shape"),
@@ -328,16 +337,16 @@ def test_reserved_and_invalid_input(store: VectorStore) -> None:
     ]
     for bad, fragment in bad_images:
         with pytest.raises(ValueError, match=fragment):
-            store.upsert_images([ok, bad])
+            store.live().images.upsert([ok, bad])
     with pytest.raises(ValueError, match="appears twice"):
-        store.upsert_images([ok, ok])
+        store.live().images.upsert([ok, ok])
     with pytest.raises(ValueError, match="tokens"):
-        store.upsert_sentences([StoredSentence("s", "t", unit(rng, 3), ["a", "b"])])
-    assert (store.count_images(), store.count_sentences()) == (0, 0)
+        store.live().sentences.upsert([StoredSentence("s", "t", unit(rng, 3), ["a", "b"])])
+    assert (store.live().images.count(), store.live().sentences.count()) == (0, 0)
     with pytest.raises(ValueError, match="limit"):
-        store.search_images(unit(rng, 2), 0)
+        store.live().images.search(unit(rng, 2), 0)
     with pytest.raises(ValueError, match="expected shape"):
-        store.search_sentences(unit(rng, 2, DIM - 1), 5)
+        store.live().sentences.search(unit(rng, 2, DIM - 1), 5)
     with pytest.raises(ValueError, match="model_version"):
         store.open("../escape", DIM)
 
@@ -345,13 +354,13 @@ def test_reserved_and_invalid_input(store: VectorStore) -> None:
 def test_lifecycle_errors(backend: Backend) -> None:
     s = backend.make()
     with pytest.raises(StoreUnavailable, match="not opened"):
-        s.count_images()
+        s.live().images.count()
     s.open(V1, DIM)
     assert s.healthy()
     s.close()
     assert not s.healthy()
     with pytest.raises(StoreUnavailable, match="closed"):
-        s.search_images(np.ones((1, DIM), np.float32), 1)
+        s.live().images.search(np.ones((1, DIM), np.float32), 1)
     s.close()  # idempotent
 
 
@@ -360,24 +369,26 @@ def test_lifecycle_errors(backend: Backend) -> None:
 
 def test_model_versions_do_not_mix(store: VectorStore) -> None:
     rng = np.random.default_rng(7)
-    store.upsert_images([image(rng, "old")])
-    store.upsert_sentences([sentence(rng, "old")])
+    store.live().images.upsert([image(rng, "old")])
+    store.live().sentences.upsert([sentence(rng, "old")])
     store.open("v2", DIM)
     assert store.live_version() == V1  # opening another version does not make it live
-    assert (store.count_images("v2"), store.count_sentences("v2")) == (0, 0)
-    assert store.get_images(["img-old"], "v2") == [None]
-    assert store.search_images(unit(rng, 3), 10, version="v2") == []
-    store.upsert_images([image(rng, "new")], "v2")
+    assert (store.index("v2").images.count(), store.index("v2").sentences.count()) == (0, 0)
+    assert store.index("v2").images.get(["img-old"]) == [None]
+    assert store.index("v2").images.search(unit(rng, 3), 10) == []
+    store.index("v2").images.upsert([image(rng, "new")])
     with pytest.raises(ValueError, match=r"(?s)(32.*64|64.*32)"):
         store.open(V1, DIM * 2)
-    assert store.count_images() == 1  # the live version: v1
-    assert [h.id for h in store.search_images(unit(rng, 3), 10)] == ["img-old"]
-    assert store.get_images(["img-new"]) == [None]
+    assert store.live().images.count() == 1  # the live version: v1
+    assert [h.id for h in store.live().images.search(unit(rng, 3), 10)] == ["img-old"]
+    assert store.live().images.get(["img-new"]) == [None]
     store.open("v3-wide", DIM * 2)  # another model may have another dimension
-    store.upsert_images([StoredImage("w", unit(rng, 2, DIM * 2), np.zeros((2, 4)))], "v3-wide")
-    assert store.count_images("v3-wide") == 1
+    store.index("v3-wide").images.upsert(
+        [StoredImage("w", unit(rng, 2, DIM * 2), np.zeros((2, 4)))]
+    )
+    assert store.index("v3-wide").images.count() == 1
     with pytest.raises(StoreUnavailable, match="v9"):
-        store.count_images("v9")
+        store.index("v9").images.count()
     assert store.versions() == ["v1", "v2", "v3-wide"]
 
 
@@ -385,15 +396,16 @@ def test_switch_live_moves_both_aliases_at_once(backend: Backend) -> None:
     rng = np.random.default_rng(17)
     store = backend.opened()
     store.open("v2", DIM)
-    store.upsert_images([image(rng, "old")])
-    store.upsert_sentences([sentence(rng, "old")])
-    store.upsert_images([image(rng, "new")], "v2")
-    store.upsert_sentences([sentence(rng, "new")], "v2")
+    store.live().images.upsert([image(rng, "old")])
+    store.live().sentences.upsert([sentence(rng, "old")])
+    store.index("v2").images.upsert([image(rng, "new")])
+    store.index("v2").sentences.upsert([sentence(rng, "new")])
     store.switch_live("v2")
     assert store.live_version() == store.live_version(fresh=True) == "v2"
-    assert store.switched_from(V1) == "v2" and store.switched_from("v2") is None
-    assert [h.id for h in store.search_images(unit(rng, 3), 10)] == ["img-new"]
-    assert [h.id for h in store.search_sentences(unit(rng, 3), 10)] == ["sen-new"]
+    moved = store.switched_from(V1)
+    assert moved is not None and moved.version == "v2" and store.switched_from("v2") is None
+    assert [h.id for h in store.live().images.search(unit(rng, 3), 10)] == ["img-new"]
+    assert [h.id for h in store.live().sentences.search(unit(rng, 3), 10)] == ["sen-new"]
     with pytest.raises(ValueError, match="live"):
         store.drop_version("v2")
     with pytest.raises(StoreUnavailable, match="not opened"):
@@ -401,12 +413,12 @@ def test_switch_live_moves_both_aliases_at_once(backend: Backend) -> None:
     store.drop_version(V1)
     assert store.versions() == ["v2"]
     with pytest.raises(StoreUnavailable):
-        store.count_images(V1)
+        store.index(V1).images.count()
     store.close()
     if backend.kind in PERSISTENT:  # the switch is durable
         again = backend.make()
         again.open("v2", DIM)
-        assert again.live_version() == "v2" and again.count_images() == 1
+        assert again.live_version() == "v2" and again.live().images.count() == 1
         again.close()
 
 
@@ -434,19 +446,19 @@ def test_sources_round_trip_and_revisions(store: VectorStore) -> None:
     assert store.source_revisions("sentence") == {"a": "r3"}
     assert (store.count_sources("image"), store.count_sources("sentence")) == (2, 1)
 
-    store.upsert_images([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")])
-    assert store.index_revisions("image", V1) == {"a": "r1"}
-    assert store.get_images(["a"])[0].rev == "r1"  # type: ignore[union-attr]
+    store.live().images.upsert([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")])
+    assert store.index(V1).images.revisions() == {"a": "r1"}
+    assert store.live().images.get(["a"])[0].rev == "r1"  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="needs an image or features"):
         store.put_sources([Source("c", "image", "r")])
     with pytest.raises(ValueError, match="reserved"):
         store.put_sources([Source("c", "sentence", "r", text="x", payload={"_id": 1})])
 
     store.open("v2", DIM)
-    store.upsert_images([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")], "v2")
+    store.index("v2").images.upsert([StoredImage("a", unit(rng, 2), np.zeros((2, 4)), rev="r1")])
     assert store.delete_everywhere("image", ["a", "b", "zz"]) == ["zz"]
     assert store.get_sources("image", ["a", "b"]) == [None, None]
-    assert store.count_images(V1) == store.count_images("v2") == 0
+    assert store.index(V1).images.count() == store.index("v2").images.count() == 0
     assert store.source_revisions("sentence") == {"a": "r3"}  # other kind untouched
 
 
@@ -459,10 +471,10 @@ def test_deletes_skip_a_version_another_process_dropped() -> None:
         store.open(V1, DIM)
         store.open("v2", DIM)
     ranker.put_sources([Source("a", "sentence", "r1", text="x")])
-    ranker.upsert_sentences([sentence(rng, "a")])
+    ranker.live().sentences.upsert([sentence(rng, "a")])
     admin.drop_version("v2")  # the ranker still lists v2 as opened
     assert ranker.delete_everywhere("sentence", ["a", "sen-a", "zz"]) == ["zz"]
-    assert admin.count_sentences() == 0
+    assert admin.live().sentences.count() == 0
 
 
 def test_reopen_persists(persistent_backend: Backend) -> None:
@@ -470,24 +482,24 @@ def test_reopen_persists(persistent_backend: Backend) -> None:
     imgs = [image(rng, i, int(rng.integers(2, 10)), k=i) for i in range(20)]
     sens = [sentence(rng, i) for i in range(5)]
     s = persistent_backend.opened()
-    s.upsert_images(imgs)
-    s.upsert_sentences(sens)
-    s.delete_images(["img-3"])
+    s.live().images.upsert(imgs)
+    s.live().sentences.upsert(sens)
+    s.live().images.delete(["img-3"])
     s.close()
 
     with pytest.raises(ValueError, match=r"(?s)(32.*64|64.*32)"):
         persistent_backend.opened(V1, DIM * 2)
     s2 = persistent_backend.opened()
     try:
-        assert (s2.count_images(), s2.count_sentences()) == (19, 5)
-        got = s2.get_images([imgs[7].id, "img-3"])
+        assert (s2.live().images.count(), s2.live().sentences.count()) == (19, 5)
+        got = s2.live().images.get([imgs[7].id, "img-3"])
         assert got[1] is None and got[0] is not None
         np.testing.assert_allclose(got[0].regions, imgs[7].regions, atol=1e-6, rtol=0)
         assert got[0].payload == {"k": 7}
         query = unit(rng, 12)
         kept = [x for x in imgs if x.id != "img-3"]
         assert_ranking(
-            s2.search_images(query, 100),
+            s2.live().images.search(query, 100, candidates=COVER),
             [x.id for x in kept],
             maxsim(query, [x.regions for x in kept]),
             100,
@@ -515,13 +527,13 @@ def test_edge_concurrent_searches(tmp_path: Path) -> None:
     s = EdgeStore(tmp_path, sync_writes=False)
     s.open(V1, DIM)
     imgs = [image(rng, i, 8) for i in range(100)]
-    s.upsert_images(imgs)
+    s.live().images.upsert(imgs)
     queries = [unit(rng, 12) for _ in range(8)]
-    want = [s.search_images(q, 20) for q in queries]
+    want = [s.live().images.search(q, 20) for q in queries]
     got: list[object] = [None] * len(queries)
 
     def work(i: int) -> None:
-        got[i] = s.search_images(queries[i], 20)
+        got[i] = s.live().images.search(queries[i], 20)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(queries))]
     for t in threads:
@@ -575,7 +587,7 @@ _CHILD = textwrap.dedent(
         store = EdgeStore(root, sync_writes=(kind == "edge-sync"))
     store.open("v1", dim)
     v = np.load(root + ".npy")
-    store.upsert_images([StoredImage("crash-me", v, np.ones((len(v), 4)), "u", {"k": "v"})])
+    store.live().images.upsert([StoredImage("crash-me", v, np.ones((len(v), 4)), "u", {"k": "v"})])
     print("acked", flush=True)
     time.sleep(120)
     """
@@ -612,10 +624,10 @@ def test_acked_upsert_survives_sigkill(tmp_path: Path, kind: str) -> None:
     )
     s.open(V1, DIM)
     try:
-        (got,) = s.get_images(["crash-me"])
+        (got,) = s.live().images.get(["crash-me"])
         assert got is not None, f"{kind}: acknowledged upsert lost after SIGKILL"
         np.testing.assert_allclose(got.regions, vecs, atol=1e-6, rtol=0)
-        assert got.payload == {"k": "v"} and s.count_images() == 1
+        assert got.payload == {"k": "v"} and s.live().images.count() == 1
     finally:
         s.close()
 

@@ -23,8 +23,7 @@ from typer.testing import CliRunner
 from services.config import load_settings
 from services.convert import from_matrix, to_boxes, to_matrix
 from services.main import RunningApp, start
-from services.ranker.search import mrsw
-from services.store.base import Source
+from services.store import Source
 from services.upgrade.__main__ import app as upgrade_cli
 from teran import create_model
 from teran.checkpoint import load_checkpoint, model_version, save_checkpoint
@@ -168,24 +167,25 @@ def test_upgrade_keeps_search_answering_and_never_mixes_versions(
             vectors = from_matrix(e.embeddings, "embeddings")
             words[(version, q)] = vectors[e.first_word : e.first_word + e.word_count]
     for query, version, hits in answers[:: max(1, len(answers) // 60)]:
-        stored = store.get_images([i for i, _ in hits], version)
-        exact = mrsw([im.regions for im in stored], [words[(version, query)]])[:, 0]
+        stored = store.index(version).images.get([i for i, _ in hits])
+        w = words[(version, query)]
+        exact = [float((w @ im.regions.T).max(axis=1).sum()) for im in stored]  # MrSw
         np.testing.assert_allclose([s for _, s in hits], exact, atol=1e-4)
 
     # the new version holds exactly the sources, each at its latest revision
     for kind in ("image", "sentence"):
-        assert store.index_revisions(kind, new) == store.source_revisions(kind)
+        assert store.index(new).of(kind).revisions() == store.source_revisions(kind)
     late = [i for i in store.source_revisions("image") if i.startswith("late")]
     assert late, "ingestion ran during the upgrade"
-    assert store.count_images(new) == 120 + len(late)
+    assert store.index(new).images.count() == 120 + len(late)
 
     # the new index equals encoding the sources with the new model directly
-    regions = store.get_images(["r007"], new)[0].regions
+    regions = store.index(new).images.get(["r007"])[0].regions
     encoded = igrpc.ImageEncoderStub(channel).EncodeImage(
         ipb.EncodeImageRequest(regions=_item(7).regions, model_version=new)
     )
     np.testing.assert_allclose(regions, from_matrix(encoded.regions, "regions"), atol=1e-5)
-    assert not np.allclose(regions, store.get_images(["r007"], old)[0].regions, atol=1e-3)
+    assert not np.allclose(regions, store.index(old).images.get(["r007"])[0].regions, atol=1e-3)
 
     # a second run on the live version is a no-op repair
     again = list(admin.Upgrade(apb.UpgradeRequest(model_version=new, grace_seconds=0)))
@@ -234,7 +234,7 @@ def test_cli_runs_the_upgrade_and_drops_the_old_version(
     result = cli.invoke(upgrade_cli, ["run", "--address", app.address, "--grace-s", "0"])
     assert result.exit_code == 0 and f"live: {old}" in result.output, result.output
     store = app.app.components["store"]
-    assert store.index_revisions("image", old) == store.source_revisions("image")
+    assert store.index(old).images.revisions() == store.source_revisions("image")
 
 
 def test_bad_upgrade_requests(running: tuple[RunningApp, grpc.Channel]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from services.image_encoder.encoding import EncodedImage, ImageEncoding, ImageInput
 from services.metrics import timed
-from services.store.base import Source, StoredImage, VectorStore
+from services.store import Source, StoredImage, VersionIndex
 
 
 def source_input(encoding: ImageEncoding, source: Source, version: str) -> ImageInput:
@@ -24,21 +24,21 @@ def source_input(encoding: ImageEncoding, source: Source, version: str) -> Image
 
 def index_images(
     encoding: ImageEncoding,
-    store: VectorStore,
+    index: VersionIndex,
     sources: Sequence[Source],
     inputs: Sequence[ImageInput],
-    version: str,
 ) -> list[EncodedImage]:
-    """Encode `inputs` with `version` and write them into its index; durable once it returns."""
-    encoded = encoding.encode(inputs, version)
-    write_images(store, sources, encoded, version)
+    """Encode `inputs` with `index`'s model version and write them into it; durable once it
+    returns."""
+    encoded = encoding.encode(inputs, index.version)
+    write_images(index, sources, encoded)
     return encoded
 
 
 def write_images(
-    store: VectorStore, sources: Sequence[Source], encoded: Sequence[EncodedImage], version: str
+    index: VersionIndex, sources: Sequence[Source], encoded: Sequence[EncodedImage]
 ) -> None:
-    """Write encoded images into `version`'s index, tagged with each source's revision."""
+    """Write encoded images into `index`, tagged with each source's revision."""
     points = [
         StoredImage(
             id=s.id, regions=e.regions, boxes=e.boxes, uri=s.uri, payload=s.payload, rev=s.rev
@@ -46,4 +46,4 @@ def write_images(
         for s, e in zip(sources, encoded, strict=True)
     ]
     with timed("store", "upsert_images"):
-        store.upsert_images(points, version)
+        index.images.upsert(points)

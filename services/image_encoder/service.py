@@ -27,7 +27,7 @@ from services.errors import InvalidArgument, grpc_errors, status_of
 from services.image_encoder.encoding import ImageEncoding, ImageInput
 from services.image_encoder.indexing import index_images, write_images
 from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
-from services.store.base import Source, VectorStore, new_rev
+from services.store import Source, VectorStore, new_rev
 from teran.v1 import image_encoder_pb2 as pb
 from teran.v1 import image_encoder_pb2_grpc as pb_grpc
 
@@ -100,7 +100,8 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
     def _ingest_chunk(self, messages: list[pb.IngestItem], first: int) -> list[pb.IngestResult]:
         results: list[pb.IngestResult | None] = [None] * len(messages)
         try:
-            version = self.store.live_version()
+            index = self.store.live()
+            version = index.version
         except Exception as err:  # the store is down: every item fails, the stream goes on
             return [_failure(m.id, err) for m in messages]
         accepted: list[tuple[int, ImageInput, Source]] = []
@@ -137,10 +138,10 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
                     encoded = self.encoding.encode(inputs, version)
                 finally:
                     written.result()  # sources before points, even when encoding failed
-                write_images(self.store, sources, encoded, version)
+                write_images(index, sources, encoded)
                 live = self.store.switched_from(version)
                 if live is not None:
-                    index_images(self.encoding, self.store, sources, inputs, live)
+                    index_images(self.encoding, live, sources, inputs)
                 for (k, item, _), e in zip(accepted, encoded, strict=True):
                     results[k] = pb.IngestResult(
                         id=messages[k].id, stored=True, code=0, regions=len(e.regions)

@@ -11,9 +11,13 @@ from typing import Protocol
 
 import numpy as np
 
+from services.errors import DependencyUnavailable
 
-class InferenceUnavailable(RuntimeError):
+
+class InferenceUnavailable(DependencyUnavailable, RuntimeError):
     """The model server cannot be reached or failed: services answer UNAVAILABLE."""
+
+    component = "inference"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.metrics import timed
-from services.store.base import Source, StoredSentence, VectorStore
+from services.store import Source, StoredSentence, VersionIndex
 from services.text_encoder.encoding import EncodedSentence
 
 BATCH = 64
@@ -32,15 +32,13 @@ def as_query(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-def index_sentences(
-    text: TextEncoder, store: VectorStore, sources: Sequence[Source], version: str
-) -> None:
-    """Encode sentence sources with `version` and write them into its index, tagged with each
-    source's revision; durable once it returns."""
+def index_sentences(text: TextEncoder, index: VersionIndex, sources: Sequence[Source]) -> None:
+    """Encode sentence sources with `index`'s model version and write them into it, tagged
+    with each source's revision; durable once it returns."""
     encoded: list[EncodedSentence] = []
     texts = [as_query(s.text or "") for s in sources]
     for start in range(0, len(texts), BATCH):
-        encoded += text.encode(texts[start : start + BATCH], "sentences", version=version)
+        encoded += text.encode(texts[start : start + BATCH], "sentences", version=index.version)
     points = [
         StoredSentence(
             id=s.id,
@@ -53,4 +51,4 @@ def index_sentences(
         for s, e in zip(sources, encoded, strict=True)
     ]
     with timed("store", "upsert_sentences"):
-        store.upsert_sentences(points, version)
+        index.sentences.upsert(points)

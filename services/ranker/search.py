@@ -1,13 +1,13 @@
-"""Search with TERAN's exact alignment: store candidates, exact MrSw re-score, explanations.
+"""Search with TERAN's alignment: the store's two-stage MaxSim, computed once, and explanations.
 
 Text -> images: the query's word vectors go to the store's MaxSim, which for words as the query
-and regions stored is MrSw itself; the candidates are then re-scored with the core's exact
-scorer (`teran.alignment`) on the stored vectors, so results never depend on how the store
-searched (exact, HNSW, quantised) and explanations come from the same numbers.
+and regions stored is MrSw itself, so the store's order and scores are the model's (exact where
+the layout rescores with the original vectors, as it does by default). Only the page returned
+is read back, and only for explanations are its vectors read.
 
 Image -> sentences: with an image as the query the store's MaxSim computes MwSr (best word per
-region), so it only proposes candidates; the exact MrSw score (best region per sentence word)
-is computed here.
+region), so the store only proposes candidates (with their word vectors, in the same call); the
+exact MrSw score (best region per sentence word) is computed here.
 """
 
 from __future__ import annotations
@@ -17,21 +17,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from services.errors import InvalidArgument
 from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
 from services.ranker.indexing import TextEncoder, as_query, index_sentences
-from services.store.base import (
+from services.store import (
     PayloadFilter,
     Source,
     StoredImage,
     StoredSentence,
     VectorStore,
+    VersionIndex,
     new_rev,
 )
-from teran.alignment import AlignmentMode, alignment_scores
+
+TIE_MARGIN = 8
+"""Extra hits read past the page, so that equal scores at its edge are ordered here (by id)
+and not by whichever the store happened to return."""
 
 
 @dataclass
@@ -50,31 +53,30 @@ class ImageResult:
 
 
 @dataclass
+class ImageSearch:
+    """Images for a sentence, best first, the query words that were aligned, and the model
+    version that answered."""
+
+    results: list[ImageResult]
+    words: list[str]
+    version: str
+
+
+@dataclass
 class SentenceResult:
     sentence: StoredSentence
     score: float
 
 
-def mrsw(regions: Sequence[np.ndarray], words: Sequence[np.ndarray]) -> np.ndarray:
-    """Exact MrSw scores [len(regions), len(words)] with the core's chunked scorer."""
-    if not regions or not words:
-        return np.zeros((len(regions), len(words)), dtype=np.float32)
-    r_pad, r_mask = _pad(regions)
-    w_pad, w_mask = _pad(words)
-    with torch.no_grad():
-        scores = alignment_scores(r_pad, r_mask, w_pad, w_mask, AlignmentMode.MrSw)
-    return scores.numpy()
-
-
-def _pad(sets: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(s) for s in sets))
-    dim = sets[0].shape[1]
-    out = torch.zeros(len(sets), width, dim)
-    mask = torch.zeros(len(sets), width, dtype=torch.bool)
-    for i, s in enumerate(sets):
-        out[i, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.float32))
-        mask[i, : len(s)] = True
-    return out, mask
+def mrsw(regions: np.ndarray, sentences: Sequence[np.ndarray]) -> np.ndarray:
+    """Exact MrSw of one image [R, D] against each sentence [W_i, D]: sum over a sentence's
+    words of its best region."""
+    if not sentences:
+        return np.zeros(0, dtype=np.float32)
+    words = np.concatenate(sentences)
+    best = (words @ regions.T).max(axis=1)
+    starts = np.cumsum([0, *(len(s) for s in sentences[:-1])])
+    return np.add.reduceat(best, starts).astype(np.float32)
 
 
 def explain(image: StoredImage, words: np.ndarray, tokens: Sequence[str]) -> list[Alignment]:
@@ -123,55 +125,55 @@ class Ranker:
         flt: PayloadFilter | None = None,
         with_explanation: bool = False,
         version: str | None = None,
-    ) -> tuple[list[ImageResult], list[str], str]:
-        """Images for a sentence, best first, the query words that were aligned, and the model
-        version that answered (`version`, default the live one: query and stored vectors
-        always come from that one model)."""
+    ) -> ImageSearch:
+        """Images for a sentence; `version` (default the live one) encodes the query and
+        answers it, so query and stored vectors always come from one model."""
         top_k = self._window(top_k, offset)
         if not query.strip():
             raise InvalidArgument("query", "empty query")
-        version = version or self.store.live_version()
-        encoded = self.text.encode([as_query(query)], "query", single=True, version=version)[0]
-        words, tokens = encoded.words, encoded.word_tokens
+        index = self.store.index(version) if version else self.store.live()
+        encoded = self.text.encode([as_query(query)], "query", single=True, version=index.version)
+        words, tokens = encoded[0].words, encoded[0].word_tokens
         if len(words) == 0:
             raise InvalidArgument("query", "no words to align")
-        limit = max(self.candidates, offset + top_k)
         with timed("store", "search_images"):
-            hits = self.store.search_images(words, limit, flt, version)
+            hits = index.images.search(
+                words, offset + top_k + TIE_MARGIN, flt, candidates=self.candidates
+            )
+        hits.sort(key=lambda h: (-h.score, h.id))  # ties in a fixed order: pages never overlap
+        page = hits[offset : offset + top_k]
         with timed("store", "get_images"):
-            found = self.store.get_images([h.id for h in hits], version)
-            images = [im for im in found if im is not None]
-        scores = mrsw([im.regions for im in images], [words])[:, 0]
-        order = np.argsort(-scores, kind="stable")[offset : offset + top_k]
+            found = index.images.get([h.id for h in page], vectors=with_explanation)
         results = [
             ImageResult(
-                image=images[i],
-                score=float(scores[i]),
-                alignment=explain(images[i], words, tokens) if with_explanation else [],
+                image=image,
+                score=hit.score,
+                alignment=explain(image, words, tokens) if with_explanation else [],
             )
-            for i in order
+            for hit, image in zip(page, found, strict=True)
+            if image is not None  # deleted between the two calls
         ]
-        return results, list(tokens), version
+        return ImageSearch(results, list(tokens), index.version)
 
     def search_sentences(
         self,
         image: EncodedImage,
-        version: str,
+        index: VersionIndex,
         top_k: int = 10,
         offset: int = 0,
         flt: PayloadFilter | None = None,
     ) -> list[SentenceResult]:
-        """Sentences for an image encoded with model `version`."""
+        """Sentences for an image encoded with `index`'s model version."""
         top_k = self._window(top_k, offset)
         limit = max(self.candidates, offset + top_k)
         with timed("store", "search_sentences"):
-            hits = self.store.search_sentences(image.regions, limit, flt, version)
-        with timed("store", "get_sentences"):
-            found = self.store.get_sentences([h.id for h in hits], version)
-            sentences = [s for s in found if s is not None]
-        scores = mrsw([image.regions], [s.words for s in sentences])[0]
-        order = np.argsort(-scores, kind="stable")[offset : offset + top_k]
-        return [SentenceResult(sentences[i], float(scores[i])) for i in order]
+            hits = index.sentences.search(
+                image.regions, limit, flt, candidates=self.candidates, with_items=True
+            )
+        sentences = [h.item for h in hits if h.item is not None]
+        scores = mrsw(image.regions, [s.words for s in sentences])
+        order = sorted(range(len(sentences)), key=lambda i: (-scores[i], sentences[i].id))
+        return [SentenceResult(sentences[i], float(scores[i])) for i in order[offset:][:top_k]]
 
     def ingest_sentences(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
         """Store sentences (source first, then the live version's points); durable on return."""
@@ -182,15 +184,15 @@ class Ranker:
                 raise InvalidArgument(f"sentences[{i}].id", "ids must be 1..256 characters")
             if not text.strip():
                 raise InvalidArgument(f"sentences[{i}].text", "empty sentence")
-        version = self.store.live_version()
+        index = self.store.live()
         sources = [
             Source(sid, "sentence", new_rev(), text=text, payload=payload)
             for sid, text, payload in items
         ]
         with timed("store", "put_sources"):
             self.store.put_sources(sources)
-        index_sentences(self.text, self.store, sources, version)
-        live = self.store.switched_from(version)
+        index_sentences(self.text, index, sources)
+        live = self.store.switched_from(index.version)
         if live is not None:
-            index_sentences(self.text, self.store, sources, live)
+            index_sentences(self.text, live, sources)
         return len(sources)

@@ -16,7 +16,7 @@ from services.convert import (
 from services.errors import InvalidArgument, NotFound, grpc_errors
 from services.image_encoder.encoding import EncodedImage
 from services.ranker.search import Ranker
-from services.store.base import AnyOf, Equals, PayloadFilter, collection_names
+from services.store import AnyOf, Equals, PayloadFilter
 from teran.v1 import common_pb2
 from teran.v1 import ranker_pb2 as pb
 from teran.v1 import ranker_pb2_grpc as pb_grpc
@@ -65,7 +65,7 @@ class RankerServicer(pb_grpc.RankerServicer):
 
     @grpc_errors
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        results, words, version = self.ranker.search(
+        found = self.ranker.search(
             request.query,
             request.top_k,
             request.offset,
@@ -89,10 +89,10 @@ class RankerServicer(pb_grpc.RankerServicer):
                         for a in r.alignment
                     ],
                 )
-                for r in results
+                for r in found.results
             ],
-            words=words,
-            model_version=version,
+            words=found.words,
+            model_version=found.version,
         )
 
     @grpc_errors
@@ -102,18 +102,18 @@ class RankerServicer(pb_grpc.RankerServicer):
         source = request.WhichOneof("query")
         if source is None:
             raise InvalidArgument("query", "set image, regions or image_id")
-        version = self.ranker.store.live_version()
+        index = self.ranker.store.live()
         if source == "image_id":
-            stored = self.ranker.store.get_images([request.image_id], version)[0]
+            stored = index.images.get([request.image_id])[0]
             if stored is None:
                 raise NotFound(f"image_id: no stored image {request.image_id!r}")
             image = EncodedImage(stored.regions, stored.boxes, stored.regions.mean(0))
         else:
             if self.images is None:
                 raise InvalidArgument("query", "this ranker has no image encoder configured")
-            image = self.images.encode_query(source, request, "query", version)
+            image = self.images.encode_query(source, request, "query", index.version)
         results = self.ranker.search_sentences(
-            image, version, request.top_k, request.offset, to_filter(request.filter)
+            image, index, request.top_k, request.offset, to_filter(request.filter)
         )
         return pb.SearchSentencesResponse(
             hits=[
@@ -125,7 +125,7 @@ class RankerServicer(pb_grpc.RankerServicer):
                 )
                 for r in results
             ],
-            model_version=version,
+            model_version=index.version,
         )
 
     @grpc_errors
@@ -161,13 +161,11 @@ class RankerServicer(pb_grpc.RankerServicer):
 
     @grpc_errors
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
-        store = self.ranker.store
-        version = store.live_version()
-        images, sentences = collection_names(version)
+        index = self.ranker.store.live()
         return pb.StatsResponse(
-            images=store.count_images(version),
-            sentences=store.count_sentences(version),
-            model_version=version,
-            image_collection=images,
-            sentence_collection=sentences,
+            images=index.images.count(),
+            sentences=index.sentences.count(),
+            model_version=index.version,
+            image_collection=index.images.name,
+            sentence_collection=index.sentences.name,
         )

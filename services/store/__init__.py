@@ -5,26 +5,27 @@ mode, `services.store.edge.EdgeStore` for the embedded engine) so that code need
 interface does not pay for importing either client.
 """
 
-from .base import (
-    AnyOf,
-    Equals,
-    Hit,
-    PayloadFilter,
-    StoredImage,
-    StoredSentence,
-    StoreError,
-    StoreUnavailable,
-    VectorStore,
-)
+from .filters import AnyOf, Equals, PayloadFilter
+from .interface import Collection, StoreError, StoreUnavailable, VectorStore, VersionIndex
+from .layout import IndexLayout
+from .naming import SourceKind, collection_names
+from .records import Hit, Source, StoredImage, StoredSentence, new_rev
 
 __all__ = [
     "AnyOf",
+    "Collection",
     "Equals",
     "Hit",
+    "IndexLayout",
     "PayloadFilter",
+    "Source",
+    "SourceKind",
     "StoreError",
     "StoreUnavailable",
     "StoredImage",
     "StoredSentence",
     "VectorStore",
+    "VersionIndex",
+    "collection_names",
+    "new_rev",
 ]

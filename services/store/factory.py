@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.config import StoreCfg
-from services.store.base import VectorStore
+from services.store.interface import VectorStore
 
 
 def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorStore:
@@ -17,7 +17,7 @@ def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorSto
     if cfg.kind == "edge":
         from services.store.edge import EdgeStore
 
-        store = EdgeStore(cfg.path, alias_ttl_s=cfg.alias_ttl_s)
+        store = EdgeStore(cfg.path, alias_ttl_s=cfg.alias_ttl_s, layout=cfg.layout())
     else:
         from qdrant_client import QdrantClient
 
@@ -27,7 +27,7 @@ def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorSto
             client = QdrantClient(url=cfg.url, api_key=cfg.api_key, timeout=10)
         else:
             client = QdrantClient(path=str(cfg.path))
-        store = QdrantStore(client, alias_ttl_s=cfg.alias_ttl_s)
+        store = QdrantStore(client, alias_ttl_s=cfg.alias_ttl_s, layout=cfg.layout())
     try:
         for version, dim in versions:
             store.open(version, dim)

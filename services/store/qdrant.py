@@ -4,10 +4,12 @@ Distance is DOT: the model already L2-normalises regions and words, so dot produ
 TERAN scores with; COSINE would renormalise (changing the bytes `get_images` returns for exact
 re-scoring by a hair) and cost a normalisation per query vector for nothing.
 
-Search is always exact (`SearchParams(exact=True)`): HNSW over multivectors gave recall@10 of
-about 0.6 in our measurements, and a ranker that silently drops 40% of the true top-10 is wrong,
-not fast. Local mode (`QdrantClient(":memory:")` / `path=`) is always brute force and is pure
-Python: use it for tests, a server for scale.
+Multivectors carry no HNSW graph (m=0: HNSW over multivectors gave recall@10 of about 0.6 in
+our measurements); two-stage search prefetches candidates from the HNSW summary vector and
+orders them by MaxSim, exact search scans every multivector (`layout.py`). Collections are
+created with the layout's shard number, replication factor and write consistency factor, so a
+Qdrant cluster spreads them over its nodes. Local mode (`QdrantClient(":memory:")` / `path=`)
+is always brute force and is pure Python: use it for tests, a server for scale.
 """
 
 from __future__ import annotations
@@ -25,15 +27,12 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from .base import (
-    KEY_ID,
-    MatchAtom,
-    MultiVectorStore,
-    PointData,
-    StoreError,
-    StoreUnavailable,
-    records_by_id,
-)
+from .filters import Clauses, MatchAtom
+from .interface import StoreError, StoreUnavailable
+from .layout import IndexLayout
+from .multivector import MultiVectorStore, PointData, QueryPlan, Row, records_by_id, vector_of
+from .naming import SUMMARY_VECTOR
+from .records import KEY_ID
 
 _T = TypeVar("_T")
 
@@ -74,7 +73,7 @@ def _condition(atom: MatchAtom) -> m.FieldCondition:
     return m.FieldCondition(key=atom.key, match=m.MatchValue(value=atom.value))
 
 
-def to_qdrant_filter(clauses: list[list[MatchAtom]]) -> m.Filter | None:
+def to_qdrant_filter(clauses: Clauses) -> m.Filter | None:
     """AND of ORs -> models.Filter (a one-atom OR is the bare condition)."""
     if not clauses:
         return None
@@ -100,8 +99,10 @@ class QdrantStore(MultiVectorStore):
     concurrently.
     """
 
-    def __init__(self, client: QdrantClient, alias_ttl_s: float = 1.0) -> None:
-        super().__init__(alias_ttl_s)
+    def __init__(
+        self, client: QdrantClient, alias_ttl_s: float = 1.0, layout: IndexLayout | None = None
+    ) -> None:
+        super().__init__(layout, alias_ttl_s)
         self._client = client
         opts = client.init_options
         self.local = opts.get("location") == ":memory:" or opts.get("path") is not None
@@ -117,18 +118,50 @@ class QdrantStore(MultiVectorStore):
     def _exists(self, name: str) -> bool:
         return bool(self._call("collection_exists", lambda: self._client.collection_exists(name)))
 
-    def _open_collection(self, name: str, vector_name: str, dim: int) -> None:
-        params = m.VectorParams(
-            size=dim,
-            distance=m.Distance.DOT,
-            multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
-        )
+    def _vectors_config(self, vector_name: str, dim: int, indexed: bool) -> dict[str, Any]:
+        multi = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
+        if not indexed:
+            params = m.VectorParams(size=dim, distance=m.Distance.DOT, multivector_config=multi)
+            return {vector_name: params}
+        layout = self.layout
+        quantization: Any = None
+        if layout.quantization == "int8":
+            quantization = m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True)
+            )
+        elif layout.quantization == "binary":
+            quantization = m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+        return {
+            vector_name: m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                multivector_config=multi,
+                on_disk=layout.originals_on_disk,
+                quantization_config=quantization,
+                hnsw_config=m.HnswConfigDiff(m=0),
+            ),
+            SUMMARY_VECTOR: m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                hnsw_config=m.HnswConfigDiff(
+                    m=layout.hnsw_m, ef_construct=layout.hnsw_ef_construct
+                ),
+            ),
+        }
+
+    def _open_collection(self, name: str, vector_name: str, dim: int, indexed: bool) -> None:
+        layout = self.layout
         if not self._exists(name):
             try:
                 self._call(
                     "create_collection",
                     lambda: self._client.create_collection(
-                        name, vectors_config={vector_name: params}
+                        name,
+                        vectors_config=self._vectors_config(vector_name, dim, indexed),
+                        shard_number=layout.shard_number,
+                        replication_factor=layout.replication_factor,
+                        write_consistency_factor=layout.write_consistency_factor,
+                        on_disk_payload=layout.payload_on_disk if indexed else None,
                     ),
                 )
             except (StoreError, ValueError):
@@ -149,12 +182,19 @@ class QdrantStore(MultiVectorStore):
             raise ValueError(
                 f"collection {name!r} uses {have.distance} / {comparator}, expected DOT / MAX_SIM"
             )
+        if indexed and isinstance(vectors, dict) and SUMMARY_VECTOR not in vectors:
+            raise ValueError(
+                f"collection {name!r} has no {SUMMARY_VECTOR!r} vector (made before two-stage "
+                "search): re-index it into a new model version"
+            )
 
-    def _upsert(self, name: str, vector_name: str, points: list[PointData]) -> None:
+    def _upsert(self, name: str, points: list[PointData]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                m.PointStruct(id=pid, vector={vector_name: vec.tolist()}, payload=payload)
-                for pid, vec, payload in points[start : start + UPSERT_BATCH]
+                m.PointStruct(
+                    id=pid, vector={k: v.tolist() for k, v in vectors.items()}, payload=payload
+                )
+                for pid, vectors, payload in points[start : start + UPSERT_BATCH]
             ]
             self._upsert_batch(name, batch)
 
@@ -162,49 +202,68 @@ class QdrantStore(MultiVectorStore):
         self._call("upsert", lambda: self._client.upsert(name, batch, wait=True))
 
     def _retrieve(
-        self, name: str, vector_name: str, pids: list[str], with_vectors: bool
+        self, name: str, vector_name: str, pids: list[str], payload: bool, vectors: bool
     ) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
         records = self._call(
             "retrieve",
             lambda: self._client.retrieve(
                 name,
                 ids=pids,
-                with_payload=True if with_vectors else [KEY_ID],
-                with_vectors=[vector_name] if with_vectors else False,
+                with_payload=True if payload else [KEY_ID],
+                with_vectors=[vector_name] if vectors else False,
             ),
         )
         return records_by_id(records, vector_name)
 
-    def _query(
-        self,
-        name: str,
-        vector_name: str,
-        query: np.ndarray,
-        limit: int,
-        clauses: list[list[MatchAtom]],
-    ) -> list[tuple[dict[str, Any], float]]:
+    def _query(self, name: str, plan: QueryPlan) -> list[Row]:
+        flt = to_qdrant_filter(plan.clauses)
+        layout = self.layout
+        prefetch = None
         # Local mode is brute force and warns that search_params are ignored.
         params = None if self.local else m.SearchParams(exact=True)
+        if plan.summary is not None:
+            prefetch = m.Prefetch(
+                query=plan.summary.tolist(),
+                using=SUMMARY_VECTOR,
+                limit=plan.candidates,
+                filter=flt,
+                params=None
+                if self.local
+                else m.SearchParams(hnsw_ef=max(layout.hnsw_ef, plan.candidates)),
+            )
+            params = (
+                None
+                if self.local
+                else m.SearchParams(
+                    quantization=m.QuantizationSearchParams(
+                        rescore=layout.rescore, oversampling=layout.oversampling
+                    )
+                )
+            )
         res = self._call(
             "query_points",
             lambda: self._client.query_points(
                 name,
-                query=query.tolist(),
-                using=vector_name,
-                limit=limit,
-                query_filter=to_qdrant_filter(clauses),
+                query=plan.query.tolist(),
+                using=plan.vector,
+                prefetch=prefetch,
+                limit=plan.limit,
+                query_filter=flt,
                 search_params=params,
-                with_payload=[KEY_ID],
-                with_vectors=False,
+                with_payload=True if plan.with_vectors else [KEY_ID],
+                with_vectors=[plan.vector] if plan.with_vectors else False,
             ),
         )
-        return [(dict(p.payload or {}), float(p.score)) for p in res.points]
+        return [
+            (dict(p.payload or {}), float(p.score), vector_of(p.vector, plan.vector))
+            for p in res.points
+        ]
 
     def _delete(self, name: str, pids: list[str]) -> None:
         selector = m.PointIdsList(points=list(pids))
         self._call("delete", lambda: self._client.delete(name, selector, wait=True))
 
-    def _count(self, name: str, clauses: list[list[MatchAtom]] | None = None) -> int:
+    def _count(self, name: str, clauses: Clauses | None = None) -> int:
         flt = to_qdrant_filter(clauses or [])
         return int(
             self._call(

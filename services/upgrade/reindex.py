@@ -32,7 +32,7 @@ from services.image_encoder.encoding import ImageEncoding, ImageInput
 from services.image_encoder.indexing import index_images, source_input
 from services.metrics import UPGRADE_ITEMS, UPGRADE_PHASE
 from services.ranker.indexing import TextEncoder, index_sentences
-from services.store.base import Source, SourceKind, VectorStore
+from services.store import Source, SourceKind, VectorStore, VersionIndex
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Reindexer:
     def plan(self, kind: SourceKind, version: str) -> tuple[list[str], list[str]]:
         """(ids to encode, ids to delete) that bring `version`'s `kind` index in line."""
         sources = self.store.source_revisions(kind)
-        indexed = self.store.index_revisions(kind, version)
+        indexed = self.store.index(version).of(kind).revisions()
         stale = [i for i, rev in sources.items() if indexed.get(i) != rev]
         orphans = [i for i in indexed if i not in sources]
         return stale, orphans
@@ -101,16 +101,14 @@ class Reindexer:
     ) -> SyncResult:
         """One diff pass over both kinds; returns what it changed and what it could not."""
         result = SyncResult()
+        index = self.store.index(version)
         plans = {kind: self.plan(kind, version) for kind in KINDS}
         total = sum(len(stale) + len(orphans) for stale, orphans in plans.values())
         done = 0
         report(Progress(phase, version, total, done))
         for kind, (stale, orphans) in plans.items():
             if orphans:
-                delete = (
-                    self.store.delete_images if kind == "image" else self.store.delete_sentences
-                )
-                delete(orphans, version)
+                index.of(kind).delete(orphans)
                 done += len(orphans)
                 result.changed += len(orphans)
             for start in range(0, len(stale), self.batch):
@@ -119,25 +117,27 @@ class Reindexer:
                 ids = stale[start : start + self.batch]
                 found = [s for s in self.store.get_sources(kind, ids) if s is not None]
                 if kind == "image":
-                    self._index_images(found, version, result)
+                    self._index_images(found, index, result)
                 elif found:
-                    index_sentences(self.text, self.store, found, version)
+                    index_sentences(self.text, index, found)
                     result.changed += len(found)
                 done += len(ids)
                 report(Progress(phase, version, total, done))
         return result
 
-    def _index_images(self, sources: Sequence[Source], version: str, result: SyncResult) -> None:
+    def _index_images(
+        self, sources: Sequence[Source], index: VersionIndex, result: SyncResult
+    ) -> None:
         ok: list[Source] = []
         inputs: list[ImageInput] = []
         for source in sources:
             try:
-                inputs.append(source_input(self.images, source, version))
+                inputs.append(source_input(self.images, source, index.version))
                 ok.append(source)
             except ServiceError as err:  # this model cannot read it (e.g. pictures vs regions)
                 result.failed.append(("image", source.id, err.message))
         if ok:
-            index_images(self.images, self.store, ok, inputs, version)
+            index_images(self.images, index, ok, inputs)
             result.changed += len(ok)
 
     def upgrade(

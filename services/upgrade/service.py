@@ -12,7 +12,7 @@ import grpc
 
 from services.errors import FailedPrecondition, InvalidArgument, grpc_errors, status_of
 from services.inference.models import ServedModels
-from services.store.base import VectorStore, collection_names
+from services.store import VectorStore, collection_names
 from services.upgrade.reindex import Cancelled, Progress, Reindexer
 from teran.v1 import admin_pb2 as pb
 from teran.v1 import admin_pb2_grpc as pb_grpc
@@ -48,8 +48,8 @@ class AdminServicer(pb_grpc.AdminServicer):
                     live=version == live,
                     loaded=version in loaded,
                     stored=version in stored,
-                    images=self.store.count_images(version) if counted else 0,
-                    sentences=self.store.count_sentences(version) if counted else 0,
+                    images=self.store.index(version).images.count() if counted else 0,
+                    sentences=self.store.index(version).sentences.count() if counted else 0,
                 )
             )
         return pb.StatusResponse(

@@ -136,6 +136,23 @@ The Qdrant URL the services reach: the external one, else the built-in StatefulS
 {{- end }}
 
 {{/*
+The built-in Qdrant's headless Service: the StatefulSet's governing Service, whose per-pod DNS
+names the cluster's peers reach each other by.
+*/}}
+{{- define "teran.qdrant.headlessName" -}}
+{{- printf "%s-headless" (include "teran.componentName" (dict "root" . "component" "qdrant")) }}
+{{- end }}
+
+{{/*
+A built-in Qdrant node's p2p URI, http://<pod>.<headless>.<namespace>.svc.<clusterDomain>:<p2p>.
+Call with (dict "root" $ "pod" "teran-qdrant-0"); the pod may be a shell expansion.
+*/}}
+{{- define "teran.qdrant.peerUri" -}}
+{{- $q := .root.Values.qdrant }}
+{{- printf "http://%s.%s.%s.svc.%s:%v" .pod (include "teran.qdrant.headlessName" .root) .root.Release.Namespace $q.cluster.clusterDomain $q.service.ports.p2p }}
+{{- end }}
+
+{{/*
 The Secret holding the Qdrant API key: an existing one, else the chart's.
 */}}
 {{- define "teran.qdrant.secretName" -}}
@@ -171,7 +188,9 @@ ports, model paths, inference backend, store, peers) merged with .Values.config.
 {{- end }}
 {{- $store := dict "kind" "edge" "path" "/data/store" }}
 {{- if not $monolith }}
-{{- $store = dict "kind" "qdrant" "url" (include "teran.qdrant.url" .) }}
+{{- with .Values.qdrant.collections }}
+{{- $store = dict "kind" "qdrant" "url" (include "teran.qdrant.url" $) "shard_number" .shardNumber "replication_factor" .replicationFactor "write_consistency_factor" .writeConsistencyFactor }}
+{{- end }}
 {{- end }}
 {{- $ranker := dict }}
 {{- if not $monolith }}
