@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade clean
+.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale clean
 
 install: $(STAMP)
 
@@ -60,7 +60,7 @@ refcheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
 
-bench: bench-scorer bench-quality bench-services bench-upgrade
+bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
@@ -72,6 +72,11 @@ bench-quality: $(STAMP)
 
 bench-services: $(STAMP)
 	$(PY) -m benchmarks.bench_services --checkpoint $(DEMO_MODEL) --out benchmarks/results/services.json
+
+# 10k and 100k images (about an hour); SIZES=1000000 adds the 1M point to the same file
+SIZES ?= 10000,100000
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.bench_scale --sizes $(SIZES) --merge --out benchmarks/results/scale.json
 
 bench-upgrade: $(STAMP)
 	$(PY) -m benchmarks.bench_upgrade --checkpoint $(DEMO_MODEL) --out benchmarks/results/upgrade.json

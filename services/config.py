@@ -21,7 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from services.store.layout import IndexLayout, Quantization, SearchMode
+from services.store.layout import FirstStage, IndexLayout, Quantization, SearchMode
 
 TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
 
@@ -48,8 +48,13 @@ class InferenceCfg(BaseModel):
     backend: Literal["inprocess", "triton"] = "inprocess"
     triton_url: str = "127.0.0.1:8001"
     max_batch: int = Field(32, ge=1, le=1024)
-    max_delay_ms: float = Field(5.0, ge=0, le=1000)
+    max_delay_ms: float = Field(0.0, ge=0, le=1000)
+    """How long a request waits for others to share its model call. 0: none; requests that
+    arrive while a call runs still share the next one, so batches grow with load alone."""
     timeout_s: float = Field(30.0, gt=0)
+    torch_threads: int | None = Field(None, ge=1, le=256)
+    """Intra-op threads of in-process inference (None: torch's default, one per core). On a
+    machine shared with the store's search, 1 avoids threads preempting each other."""
 
 
 class StoreCfg(BaseModel):
@@ -63,15 +68,17 @@ class StoreCfg(BaseModel):
     """How long a process trusts the live alias it read; after an upgrade switches it, a
     replica keeps serving the previous version (consistently) for at most this long."""
     search: SearchMode = "two_stage"
-    """two_stage: HNSW summary candidates, then MaxSim; exact: MaxSim over every item."""
+    """two_stage: HNSW candidates over pooled vectors, then MaxSim; exact: MaxSim over all."""
+    first_stage: FirstStage = "pooled"
+    pooled_vectors: int = Field(8, ge=1, le=64)
     quantization: Quantization = "none"
     originals_on_disk: bool = False
     payload_on_disk: bool = False
     rescore: bool = True
     oversampling: float = Field(2.0, ge=1, le=16)
-    hnsw_m: int = Field(16, ge=4, le=128)
-    hnsw_ef_construct: int = Field(128, ge=8, le=4096)
-    hnsw_ef: int = Field(256, ge=8, le=10_000)
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_construct: int = Field(256, ge=8, le=4096)
+    hnsw_ef: int = Field(128, ge=8, le=10_000)
     indexing_threshold: int = Field(1000, ge=1)
     shard_number: int = Field(1, ge=1, le=1024)
     """Shards per collection on a Qdrant cluster (the embedded engine is one shard)."""

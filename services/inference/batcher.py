@@ -1,7 +1,8 @@
 """Micro-batching: concurrent requests merged into one model call before they reach the model.
 
 A model call costs about the same for 1 or 16 rows on a CPU or a GPU, so under load requests
-that arrive within `max_delay_ms` of each other share one call of up to `max_batch` rows. The
+that arrive while a call runs share the next one, of up to `max_batch` rows; `max_delay_ms` (0
+by default: a lone request never waits) lets a request wait that long for company. The
 inputs are padded to the longest sequence in the call; every output is cut back to its own
 request's rows and width, so a caller sees exactly what it would have seen alone (the encoders
 are batch-invariant).
@@ -113,7 +114,7 @@ class _Lane:
 class BatchingBackend:
     """An `InferenceBackend` that micro-batches calls to another one."""
 
-    def __init__(self, inner: InferenceBackend, max_batch: int = 32, max_delay_ms: float = 5.0):
+    def __init__(self, inner: InferenceBackend, max_batch: int = 32, max_delay_ms: float = 0.0):
         self.inner = inner
         self.info = inner.info
         delay = max_delay_ms / 1000

@@ -15,6 +15,10 @@ def build_backend(common: CommonCfg, model: ModelCfg | None = None) -> Inference
         from services.inference.inprocess import InProcessBackend
 
         assert model.checkpoint is not None  # Settings validated it
+        if cfg.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
         backend: InferenceBackend = InProcessBackend(model.checkpoint)
     else:
         from services.inference.triton import TritonBackend

@@ -5,7 +5,7 @@ aliases in `root/aliases.json` (the engine has no aliases of its own; only one p
 folder, so that file, replaced atomically, is authoritative). Same
 semantics as `QdrantStore`: DOT distance on normalised vectors (= TERAN's cosine), MaxSim
 multivectors without an HNSW graph of their own (m=0: HNSW over multivectors had ~0.6
-recall@10), a summary vector with HNSW for two-stage search (`layout.py`), the same payload
+recall@10), a pooled multivector with HNSW for two-stage search (`layout.py`), the same payload
 layout and filter translation. The engine has no background optimiser: a collection builds the
 index of what it was sent once `layout.indexing_threshold` points have gathered, in a thread
 of its own (searches go on meanwhile, brute force over the unindexed part).
@@ -152,7 +152,7 @@ class EdgeStore(MultiVectorStore):
         self._dims: dict[str, int] = {}
         self._lock = threading.Lock()
         self._indexed: set[str] = set()
-        """Collections with a summary index (the sources have none)."""
+        """Collections with a first-stage index (the sources have none)."""
         self._unindexed: dict[str, int] = {}
         self._indexing: set[str] = set()
         self._indexer = ThreadPoolExecutor(1, thread_name_prefix="edge-index")
@@ -188,6 +188,9 @@ class EdgeStore(MultiVectorStore):
             SUMMARY_VECTOR: qe.EdgeVectorParams(
                 size=dim,
                 distance=qe.Distance.Dot,
+                multivector_config=multi,
+                on_disk=layout.originals_on_disk,
+                quantization_config=quantization,
                 hnsw_config=qe.HnswIndexConfig(
                     m=layout.hnsw_m,
                     ef_construct=layout.hnsw_ef_construct,
@@ -308,7 +311,7 @@ class EdgeStore(MultiVectorStore):
         flt = to_edge_filter(plan.clauses)
         query = qe.Query.Nearest(plan.query.tolist(), using=plan.vector)
         with_vector = [plan.vector] if plan.with_vectors else False
-        if plan.summary is None:
+        if not plan.two_stage:
             request = qe.QueryRequest(
                 limit=plan.limit,
                 query=query,
@@ -321,7 +324,7 @@ class EdgeStore(MultiVectorStore):
             layout = self.layout
             prefetch = qe.Prefetch(
                 limit=plan.candidates,
-                query=qe.Query.Nearest(plan.summary.tolist(), using=SUMMARY_VECTOR),
+                query=qe.Query.Nearest(plan.query.tolist(), using=SUMMARY_VECTOR),
                 params=qe.SearchParams(hnsw_ef=max(layout.hnsw_ef, plan.candidates)),
                 filter=flt,
             )

@@ -57,7 +57,7 @@ class Collection(ABC, Generic[Item]):
     ) -> list[Hit[Item]]:
         """MaxSim of the query vectors against the stored ones, best first.
 
-        In two-stage layouts the summary index proposes `max(candidates, limit)` items first;
+        In two-stage layouts the pooled index proposes `max(candidates, limit)` items first;
         `with_items` returns each hit's stored item (vectors included) in the same call."""
 
     @abstractmethod

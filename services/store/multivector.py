@@ -19,7 +19,7 @@ import numpy as np
 
 from .filters import Clauses, MatchAtom, PayloadFilter, filter_clauses
 from .interface import Collection, StoreUnavailable, VectorStore, VersionIndex
-from .layout import IndexLayout, summary
+from .layout import IndexLayout
 from .naming import (
     IMAGES_ALIAS,
     SENTENCES_ALIAS,
@@ -54,7 +54,7 @@ from .records import (
 log = logging.getLogger(__name__)
 
 PointData = tuple[str, dict[str, np.ndarray], dict[str, Any]]
-"""(point id, named vectors: the multivector [n, D] and the summary [D], full payload)."""
+"""(point id, named vectors: the multivector [n, D] and the pooled one [k, D], full payload)."""
 
 Row = tuple[dict[str, Any], float, np.ndarray | None]
 """(payload, score, multivector when asked for) of one query result."""
@@ -64,14 +64,14 @@ _PLACEHOLDER = np.ones((1, 1), dtype=np.float32)
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """One search as a backend runs it: MaxSim on `vector`, after a summary prefetch when
-    `summary` is set."""
+    """One search as a backend runs it: MaxSim on `vector`, after `candidates` are prefetched
+    by MaxSim on the pooled vectors when `two_stage`."""
 
     vector: str
     query: np.ndarray
     limit: int
     clauses: Clauses
-    summary: np.ndarray | None
+    two_stage: bool
     candidates: int
     with_vectors: bool
 
@@ -103,9 +103,10 @@ class KindCollection(Collection[Item]):
     def upsert(self, items: Sequence[Item]) -> None:
         self.store.check_open()
         points: list[PointData] = []
+        layout = self.store.layout
         for item in items:
             vectors, payload = self.kind.to_point(item, self.dim)
-            named = {self.kind.vector: vectors, SUMMARY_VECTOR: summary(vectors)}
+            named = {self.kind.vector: vectors, SUMMARY_VECTOR: layout.summarize(vectors)}
             points.append((point_id(payload[KEY_ID]), named, payload))
         check_unique([p[2][KEY_ID] for p in points])
         if points:
@@ -152,7 +153,7 @@ class KindCollection(Collection[Item]):
             query=q,
             limit=limit,
             clauses=filter_clauses(filter),
-            summary=summary(q) if two_stage else None,
+            two_stage=two_stage,
             candidates=max(candidates, limit),
             with_vectors=with_items,
         )
@@ -209,7 +210,7 @@ class MultiVectorStore(VectorStore):
 
     @abstractmethod
     def _open_collection(self, name: str, vector_name: str, dim: int, indexed: bool) -> None:
-        """Create `name` if missing (`indexed`: with the summary vector and `self.layout`);
+        """Create `name` if missing (`indexed`: with the pooled vectors and `self.layout`);
         ValueError if it exists with another vector config."""
 
     @abstractmethod

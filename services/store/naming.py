@@ -18,8 +18,8 @@ ID_NAMESPACE = uuid.UUID("6f1c1e0a-7d4b-5c8e-9a53-2b7f0d4e8c11")
 
 IMAGE_VECTOR, SENTENCE_VECTOR, SOURCE_VECTOR = "regions", "words", "source"
 """Multivector names inside the image, sentence and source collections."""
-SUMMARY_VECTOR = "summary"
-"""The dense single vector per item that the first stage of a two-stage search indexes."""
+SUMMARY_VECTOR = "pooled"
+"""The small multivector per item (pooled centroids) that the first stage indexes with HNSW."""
 
 IMAGES_ALIAS, SENTENCES_ALIAS = "teran_images", "teran_sentences"
 """Aliases naming the live model version's collections."""

@@ -5,7 +5,7 @@ TERAN scores with; COSINE would renormalise (changing the bytes `get_images` ret
 re-scoring by a hair) and cost a normalisation per query vector for nothing.
 
 Multivectors carry no HNSW graph (m=0: HNSW over multivectors gave recall@10 of about 0.6 in
-our measurements); two-stage search prefetches candidates from the HNSW summary vector and
+our measurements); two-stage search prefetches candidates from the HNSW-indexed pooled vectors and
 orders them by MaxSim, exact search scans every multivector (`layout.py`). Collections are
 created with the layout's shard number, replication factor and write consistency factor, so a
 Qdrant cluster spreads them over its nodes. Local mode (`QdrantClient(":memory:")` / `path=`)
@@ -143,6 +143,9 @@ class QdrantStore(MultiVectorStore):
             SUMMARY_VECTOR: m.VectorParams(
                 size=dim,
                 distance=m.Distance.DOT,
+                multivector_config=multi,
+                on_disk=layout.originals_on_disk,
+                quantization_config=quantization,
                 hnsw_config=m.HnswConfigDiff(
                     m=layout.hnsw_m, ef_construct=layout.hnsw_ef_construct
                 ),
@@ -221,9 +224,9 @@ class QdrantStore(MultiVectorStore):
         prefetch = None
         # Local mode is brute force and warns that search_params are ignored.
         params = None if self.local else m.SearchParams(exact=True)
-        if plan.summary is not None:
+        if plan.two_stage:
             prefetch = m.Prefetch(
-                query=plan.summary.tolist(),
+                query=plan.query.tolist(),
                 using=SUMMARY_VECTOR,
                 limit=plan.candidates,
                 filter=flt,
