@@ -396,3 +396,27 @@ def test_acked_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_ranker_sentence_mrsw_equals_the_core_scorer() -> None:
+    """SearchSentences re-scores its candidates in numpy: the same MrSw as `teran.alignment`."""
+    from services.ranker.search import mrsw
+
+    gen = np.random.default_rng(5)
+
+    def unit(n: int) -> np.ndarray:
+        x = gen.standard_normal((n, 32)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    regions = unit(49)
+    sentences = [unit(int(n)) for n in gen.integers(1, 15, size=20)]
+    words = torch.zeros(len(sentences), 14, 32)
+    mask = torch.zeros(len(sentences), 14, dtype=torch.bool)
+    for i, s in enumerate(sentences):
+        words[i, : len(s)] = torch.from_numpy(s)
+        mask[i, : len(s)] = True
+    core = alignment_scores(
+        torch.from_numpy(regions)[None], torch.ones(1, 49, dtype=torch.bool), words, mask, "MrSw"
+    )[0]
+    np.testing.assert_allclose(mrsw(regions, sentences), core.numpy(), atol=1e-5)
+    assert mrsw(regions, []).shape == (0,)
