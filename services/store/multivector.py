@@ -43,8 +43,6 @@ from .records import (
     Item,
     Kind,
     Source,
-    StoredImage,
-    StoredSentence,
     check_id,
     check_ids,
     check_unique,
@@ -414,15 +412,3 @@ class MultiVectorStore(VectorStore):
         if not self._closed:
             self._closed = True
             self._close()
-
-
-__all__ = [
-    "KindCollection",
-    "MultiVectorStore",
-    "PointData",
-    "QueryPlan",
-    "Row",
-    "StoredImage",
-    "StoredSentence",
-    "records_by_id",
-]
