@@ -193,6 +193,8 @@ class KindCollection(Collection[Item]):
 
 
 class MultiVectorStore(VectorStore):
+    """The store's logic over the primitives below, which each backend implements."""
+
     MAX_LIMIT = 10_000
     SCROLL_BATCH = 1024
 
