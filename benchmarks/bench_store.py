@@ -103,9 +103,9 @@ def run_one(backend: str, n: int, args: argparse.Namespace, root: Path) -> dict[
 
     t0 = time.perf_counter()
     reopened = make_store(backend, folder)
-    reopened.open("bench", args.dim)
+    reopened_images = reopened.open("bench", args.dim).images
     reopen_s = time.perf_counter() - t0
-    assert reopened.count_images() == n
+    assert reopened_images.count() == n
     reopened.close()
 
     allocated, apparent = disk_bytes(folder)

@@ -18,6 +18,7 @@ from qdrant_client import QdrantClient
 from services.config import StoreCfg
 from services.store import IndexLayout, StoredImage, StoredSentence, VectorStore
 from services.store.edge import EdgeStore
+from services.store.layout import FirstStage
 from services.store.qdrant import QdrantStore
 
 DIM = 32
@@ -99,8 +100,9 @@ def test_two_stage_recall_against_exact_is_above_a_floor(tmp_path: Path) -> None
         queries.append(unit(source[:6] + 0.3 * rng.standard_normal((6, DIM))))
     truths = [set(maxsim_top(q, sets, 10)) for q in queries]
     recall = {}
-    for first_stage in ("pooled", "mean"):
-        layout = IndexLayout(first_stage=first_stage, indexing_threshold=200)  # type: ignore[arg-type]
+    first_stages: tuple[FirstStage, ...] = ("pooled", "mean")
+    for first_stage in first_stages:
+        layout = IndexLayout(first_stage=first_stage, indexing_threshold=200)
         store = EdgeStore(tmp_path / first_stage, sync_writes=False, layout=layout)
         index = store.open("v1", DIM)
         for start in range(0, len(sets), 500):
@@ -154,7 +156,7 @@ def test_cluster_settings_reach_create_collection() -> None:
         sent.append({"name": name, **kwargs})
         return create(name, **kwargs)
 
-    client.create_collection = spy  # type: ignore[method-assign]
+    client.create_collection = spy  # type: ignore[method-assign,assignment]
     layout = IndexLayout(shard_number=6, replication_factor=2, write_consistency_factor=1)
     QdrantStore(client, layout=layout).open("v1", DIM)
     assert {c["name"] for c in sent} == {"teran_sources", "teran_images__v1", "teran_sentences__v1"}
