@@ -41,7 +41,9 @@ up: $(STAMP)
 down: $(STAMP)
 	$(PY) -m services.local down
 
+# system packages first (Prometheus, via apt; a clear message where that needs privileges)
 test: $(STAMP)
+	bash tools/system-packages.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
