@@ -25,6 +25,7 @@ indexed once, as after a bulk load.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import os
@@ -55,6 +56,7 @@ from benchmarks.scale_corpus import (
     load_or_build,
     random_images,
 )
+from services.config import StoreCfg
 from services.store import IndexLayout, StoredImage, StoredSentence
 from services.store.edge import EdgeStore
 from teran.v1 import ranker_pb2 as rpb
@@ -175,7 +177,7 @@ def build(
     """Write n images (and n_sentences sentences) into a fresh store; returns seconds taken."""
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
-    bulk = IndexLayout(**{**layout.__dict__, "indexing_threshold": 1 << 40})
+    bulk = dataclasses.replace(layout, indexing_threshold=1 << 40)
     store = EdgeStore(folder, sync_writes=False, layout=bulk)
     dim = corpus.regions.shape[2]
     index = store.open(corpus.checkpoint_version, dim)
@@ -370,7 +372,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             for quantization in args.quantizations.split(","):
                 folder = workdir / f"{name}-{n}-{quantization}"
-                layout = IndexLayout(**_layout_fields(Setting("two_stage", 0, quantization)))
+                layout = StoreCfg(**Setting("two_stage", 0, quantization).store_cfg()).layout()
                 print(f"[{name} {n} {quantization}] building", flush=True)
                 build_s = build(folder, layout, corpus, name, n, n_sentences)
                 disk = _allocated_bytes(folder)
@@ -382,11 +384,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     _write(args, runs)
                 shutil.rmtree(folder, ignore_errors=True)
     return runs
-
-
-def _layout_fields(setting: Setting) -> dict[str, Any]:
-    names = IndexLayout.__dataclass_fields__
-    return {k: v for k, v in setting.store_cfg().items() if k in names}
 
 
 def measure(

@@ -564,16 +564,23 @@ def image_stats(images: np.ndarray, queries: Sequence[np.ndarray], seed: int = 0
     r = images.shape[1]
     within = (gram.sum((1, 2)) - r) / (r * (r - 1))
     return {
+        **_score_stats(best, scores, top10),
+        "mean_vector_pairwise_cos": pair,
+        "mean_vector_nn_cos": nn,
+        "within_image_region_cos": float(within.mean()),
+        "position_means": _unit(images.mean(0)),
+    }
+
+
+def _score_stats(best: np.ndarray, scores: np.ndarray, top10: np.ndarray) -> dict[str, float]:
+    """Best-region similarities and exact MrSw scores, summarised alike for both kinds."""
+    return {
         "mean_max_region_sim": float(best.mean()),
         "max_region_sim_p90": float(np.quantile(best, 0.9)),
         "mrsw_std": float(scores.std()),
         "mrsw_median": float(np.median(scores)),
         "mrsw_p99": float(np.quantile(scores, 0.99)),
         "mrsw_top10_mean": float(top10.mean()),
-        "mean_vector_pairwise_cos": pair,
-        "mean_vector_nn_cos": nn,
-        "within_image_region_cos": float(within.mean()),
-        "position_means": _unit(images.mean(0)),
     }
 
 
@@ -595,12 +602,7 @@ def sentence_stats(
     gram = words @ words.transpose(0, 2, 1)
     within = (gram.sum((1, 2)) - lengths) / np.maximum(1, lengths * (lengths - 1))
     return {
-        "mean_max_region_sim": float(best.mean()),
-        "max_region_sim_p90": float(np.quantile(best, 0.9)),
-        "mrsw_std": float(scores.std()),
-        "mrsw_median": float(np.median(scores)),
-        "mrsw_p99": float(np.quantile(scores, 0.99)),
-        "mrsw_top10_mean": float(top10.mean()),
+        **_score_stats(best, scores, top10),
         "mean_vector_pairwise_cos": pair,
         "mean_vector_nn_cos": nn,
         "within_sentence_word_cos": float(within[lengths > 1].mean()),
