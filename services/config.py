@@ -26,12 +26,69 @@ from services.store.layout import FirstStage, IndexLayout, Quantization, SearchM
 TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
 
 
+class TlsCfg(BaseModel):
+    """Server certificate and key (PEM); with `client_ca_file`, clients must present a
+    certificate it signed (mTLS, e.g. between the services)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    peer_ca_file: Path | None = None
+    """The CA that signed the peers' certificates: set, this process reaches its peers over
+    TLS and presents its own certificate to them (mTLS between the services)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsCfg:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("server.tls: set both cert_file and key_file, or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("server.tls.client_ca_file needs cert_file and key_file")
+        return self
+
+
+class AuthCfg(BaseModel):
+    keys_file: Path | None = None
+    """API keys with their roles, stored as hashes (`python -m services.security new-key`);
+    re-read when it changes. None: no authentication (loopback only, or `allow_insecure`)."""
+    service_key_file: Path | None = None
+    """The key this process sends to its peers (a key with the roles the peer RPCs need)."""
+    allow_insecure: bool = False
+    """Serve a non-loopback address without keys or without TLS. Logged loudly."""
+    reflection: Literal["admin", "off"] = "admin"
+    """Server reflection for admin keys only (open with no keys file), or not at all."""
+
+
+class LimitsCfg(BaseModel):
+    """Admission limits: past them an RPC gets RESOURCE_EXHAUSTED at once, so one kind of
+    client cannot stall the others or the health checks."""
+
+    max_concurrent_rpcs: int = Field(64, ge=1, le=4096)
+    """Unary RPCs handled at once."""
+    max_open_streams: int = Field(16, ge=1, le=1024)
+    """Ingest streams open at once (each holds a thread while it is open)."""
+    stream_idle_s: float = Field(60.0, gt=0, le=3600)
+    """An Ingest stream that sends nothing for this long is closed (DEADLINE_EXCEEDED)."""
+    default_rate_per_s: float | None = Field(None, gt=0)
+    """Requests per second per API key unless its entry sets its own (None: unlimited)."""
+    default_burst: int = Field(50, ge=1)
+
+
 class ServerCfg(BaseModel):
     host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="None: no /metrics")
     shutdown_grace_s: float = Field(5.0, ge=0)
     max_message_mb: int = Field(32, ge=1, le=512)
+    health_port: int | None = Field(None, ge=0, le=65535)
+    """A plaintext port that serves grpc.health.v1 only: kubelet's gRPC probes cannot speak TLS
+    or send keys. None: health on the main port only."""
+    tls: TlsCfg = TlsCfg()
+    auth: AuthCfg = AuthCfg()
+    limits: LimitsCfg = LimitsCfg()
 
 
 class ModelCfg(BaseModel):
@@ -106,13 +163,29 @@ class CommonCfg(BaseModel):
 
 class ImageEncoderCfg(BaseModel):
     max_image_bytes: int = Field(16 << 20, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1, le=170_000_000)
+    """Decoded pixels per image (PIL refuses more than about 179 million itself)."""
     max_regions: int = Field(100, ge=1)
     max_in_flight: int = Field(512, ge=1)
+    max_chunk_pixels: int = Field(80_000_000, ge=1)
+    """Decoded pixels of one Ingest chunk (RGB: 3 bytes each): a chunk stops growing at this
+    budget, read from the image headers before decoding, so memory stays bounded."""
+    max_payload_bytes: int = Field(64 << 10, ge=16, le=16 << 20)
+    """Serialized size of one image's payload: it comes back with every search hit."""
+    max_uri_chars: int = Field(2048, ge=1, le=1 << 16)
+
+    @model_validator(mode="after")
+    def _chunk_fits_an_image(self) -> ImageEncoderCfg:
+        if self.max_chunk_pixels < self.max_pixels:
+            raise ValueError("image_encoder.max_chunk_pixels must be at least max_pixels")
+        return self
 
 
 class TextEncoderCfg(BaseModel):
     max_sentences: int = Field(64, ge=1)
+    max_sentence_chars: int = Field(1024, ge=2, le=1 << 16)
+    """Characters per sentence, checked before tokenising (whose cost grows with the text);
+    64 tokens rarely need 400."""
 
 
 class RankerCfg(BaseModel):
@@ -120,9 +193,26 @@ class RankerCfg(BaseModel):
     """Images fetched from the store's MaxSim before the exact re-score."""
     max_top_k: int = Field(100, ge=1)
     max_offset: int = Field(1000, ge=0)
+    max_query_chars: int = Field(1000, ge=1, le=1 << 16)
+    """Characters of a Search query or an ingested sentence, checked before it is sent to the
+    text encoder (below text_encoder.max_sentence_chars: the ranker may add a full stop)."""
+    max_payload_bytes: int = Field(64 << 10, ge=16, le=16 << 20)
+    """Serialized size of one sentence's payload (IngestSentences)."""
     image_encoder_url: str | None = None
     """Peer address when the ranker runs alone (images as queries)."""
     text_encoder_url: str | None = None
+
+
+HIT_OVERHEAD_BYTES = 8 << 10
+"""A search hit's bytes besides its payload, uri or text: a 256-character id, the score and at
+most 64 word alignments."""
+
+
+def max_hit_bytes(settings: Settings) -> int:
+    """The largest ImageHit or SentenceHit the limits allow (UTF-8: 4 bytes a character)."""
+    image = settings.image_encoder.max_payload_bytes + 4 * settings.image_encoder.max_uri_chars
+    sentence = settings.ranker.max_payload_bytes + 4 * settings.ranker.max_query_chars
+    return max(image, sentence) + HIT_OVERHEAD_BYTES
 
 
 class Settings(BaseSettings):
@@ -151,6 +241,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"common.standby_models[{i}].checkpoint is required")
         if self.target in ("ranker", "search") and not self.ranker.text_encoder_url:
             raise ValueError(f"target {self.target} needs ranker.text_encoder_url")
+        if self.ranker.max_query_chars >= self.text_encoder.max_sentence_chars:
+            raise ValueError(
+                "ranker.max_query_chars must be below text_encoder.max_sentence_chars (the "
+                "ranker adds a full stop to what it sends)"
+            )
+        page = self.ranker.max_top_k * max_hit_bytes(self)
+        if page > self.server.max_message_mb << 20:  # a full page must fit in one response
+            raise ValueError(
+                f"ranker.max_top_k x the largest hit ({max_hit_bytes(self)} bytes: payload, "
+                f"uri or text limits) is {page} bytes, more than server.max_message_mb"
+            )
         return self
 
     @classmethod

@@ -6,11 +6,13 @@ Names are the contract with the dashboards and alerts in helm/: change them toge
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.rpc import Behaviour, HandlerInterceptor, method_name, rewrap
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -30,7 +32,21 @@ DEPENDENCY_ERRORS = Counter(
     "teran_dependency_errors_total", "Failed dependency calls", ["dependency", "operation"]
 )
 DEPENDENCY_UP = Gauge("teran_dependency_up", "1 when the dependency answers", ["dependency"])
-INGESTED_ITEMS = Counter("teran_ingested_items_total", "Ingest items by outcome", ["outcome"])
+INGESTED_ITEMS = Counter(
+    "teran_ingested_items_total",
+    "Ingested items (images and sentences) by outcome and status code",
+    ["kind", "outcome", "code"],
+)
+AUTH_FAILURES = Counter(
+    "teran_auth_failures_total",
+    "RPCs refused by authentication (unauthenticated) or authorisation (permission_denied)",
+    ["method", "reason"],
+)
+LIMITED_RPCS = Counter(
+    "teran_limited_rpcs_total",
+    "RPCs refused by a server limit (concurrency, open streams, rate, idle stream)",
+    ["method", "limit"],
+)
 INGESTED_BYTES = Counter("teran_ingested_bytes_total", "Bytes of images and features ingested")
 MODEL_BATCH_SIZE = Histogram(
     "teran_model_batch_size",
@@ -69,33 +85,32 @@ class timed:
             DEPENDENCY_ERRORS.labels(self.dependency, self.operation).inc()
 
 
-def _code_of(context: grpc.ServicerContext) -> str:
+def final_code(context: grpc.ServicerContext, error: bool) -> str:
+    """The status the caller got: the code set or aborted with; a deadline that passed or a
+    cancel while the method ran, even if it then returned normally; UNKNOWN for an escape."""
     code = context.code() if hasattr(context, "code") else None
-    return (code or grpc.StatusCode.OK).name
+    if code is not None and code != grpc.StatusCode.OK:
+        return str(code.name)
+    if not context.is_active():
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    return "UNKNOWN" if error else "OK"
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Counts and times every RPC by method and final status code (all four handler kinds)."""
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+    def around(
+        self, handler: grpc.RpcMethodHandler, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        method = method_name(handler_call_details)
 
         def finish(start: float, context: grpc.ServicerContext, error: bool) -> None:
             RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
-            code = _code_of(context)
-            if error and code == "OK":
-                code = "UNKNOWN"
-            RPC_REQUESTS.labels(method, code).inc()
+            RPC_REQUESTS.labels(method, final_code(context, error)).inc()
 
-        def unary(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        def unary(behaviour: Behaviour) -> Behaviour:
+            def counted(request: Any, context: grpc.ServicerContext) -> Any:
                 start, error = time.perf_counter(), False
                 try:
                     return behaviour(request, context)
@@ -105,12 +120,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 finally:
                     finish(start, context, error)
 
-            return wrapped
+            return counted
 
-        def streaming(
-            behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
-        ) -> Callable[..., Iterator[Any]]:
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def streaming(behaviour: Behaviour) -> Behaviour:
+            def counted(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 start, error = time.perf_counter(), False
                 try:
                     yield from behaviour(request, context)
@@ -120,30 +133,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 finally:
                     finish(start, context, error)
 
-            return wrapped
+            return counted
 
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                unary(handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                unary(handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                streaming(handler.unary_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                streaming(handler.stream_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
+        return rewrap(handler, unary, streaming)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.config import Settings
+from services.security.peers import peer_security
 from services.server import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,11 @@ def _text(app: App) -> Any:
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
         models = app.components[INFERENCE]
         tokenizers = {v: load_tokenizer(models.checkpoints[v]) for v in models.versions}
-        return TextEncoding(models, tokenizers, app.settings.text_encoder.max_sentences)
-    return TextEncoderClient(app.settings.ranker.text_encoder_url)
+        cfg = app.settings.text_encoder
+        return TextEncoding(models, tokenizers, cfg.max_sentences, cfg.max_sentence_chars)
+    return TextEncoderClient(
+        app.settings.ranker.text_encoder_url, security=peer_security(app.settings.server)
+    )
 
 
 def _images(app: App) -> Any:
@@ -110,7 +114,9 @@ def _images(app: App) -> Any:
 
     if app.hosts(IMAGE_ENCODER) or app.settings.ranker.image_encoder_url is None:
         return ImageEncoding(app.components[INFERENCE], app.settings.image_encoder)
-    return ImageEncoderClient(app.settings.ranker.image_encoder_url)
+    return ImageEncoderClient(
+        app.settings.ranker.image_encoder_url, security=peer_security(app.settings.server)
+    )
 
 
 def _text_encoder(app: App) -> Any:
@@ -144,9 +150,14 @@ def _ranker(app: App) -> Any:
 
     cfg = app.settings.ranker
     ranker = Ranker(
-        app.components[STORE], app.components[TEXT], cfg.candidates, cfg.max_top_k, cfg.max_offset
+        app.components[STORE],
+        app.components[TEXT],
+        cfg.candidates,
+        cfg.max_top_k,
+        cfg.max_offset,
+        cfg.max_query_chars,
     )
-    servicer = RankerServicer(ranker, app.components[IMAGES])
+    servicer = RankerServicer(ranker, app.components[IMAGES], cfg.max_payload_bytes)
     ranker_pb2_grpc.add_RankerServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer

@@ -4,6 +4,7 @@
 sentences with images, and manages the collections; failures raise `TeranError`.
 """
 
+from teran_client.channels import ChannelSecurity
 from teran_client.client import (
     Box,
     DeleteResult,
@@ -23,6 +24,7 @@ from teran_client.client import (
 
 __all__ = [
     "Box",
+    "ChannelSecurity",
     "DeleteResult",
     "ImageHit",
     "IngestResult",

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from teran_client.channels import ChannelSecurity
 from teran_client.client import (
     IngestResult,
     Scalar,
@@ -67,10 +68,21 @@ def main(
         str, typer.Option(envvar="TERAN_ADDRESS", help="the server, HOST:PORT")
     ] = "127.0.0.1:50051",
     timeout: Annotated[float, typer.Option(help="deadline of each call, seconds")] = 30.0,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TERAN_API_KEY", help="sent as 'Bearer <key>'")
+    ] = None,
+    tls: Annotated[bool, typer.Option(help="use TLS (implied by --ca-file/--cert-file)")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="PEM roots of the server's cert")] = None,
+    cert_file: Annotated[Path | None, typer.Option(help="client certificate (mTLS)")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="client certificate's key")] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="name the server's certificate carries")
+    ] = None,
 ) -> None:
     """Talk to a TERAN retrieval server. Exit status: 0 done, 1 some items failed, 2 the call
     failed (the server's message is printed)."""
-    ctx.obj = TeranClient(address, timeout_s=timeout)
+    security = ChannelSecurity(api_key, tls, ca_file, cert_file, key_file, server_name)
+    ctx.obj = TeranClient(address, timeout_s=timeout, security=security)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -9,6 +9,7 @@ bad item fails alone (its result says why) while the stream goes on.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from teran.v1 import image_encoder_pb2 as ie_pb
 from teran.v1 import image_encoder_pb2_grpc as ie_grpc
 from teran.v1 import ranker_pb2 as rk_pb
 from teran.v1 import ranker_pb2_grpc as rk_grpc
+from teran_client.channels import ChannelSecurity, open_channel
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
@@ -258,11 +260,24 @@ class TeranClient:
     the collection), and flow control keeps at most `window` items unacknowledged.
     """
 
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 30.0,
+        *,
+        api_key: str | None = None,
+        security: ChannelSecurity | None = None,
+    ) -> None:
+        """`api_key` is sent as `authorization: Bearer <key>`; `security` adds TLS (and may
+        carry the key instead)."""
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
+        security = security or ChannelSecurity()
+        if api_key is not None:
+            security = dataclasses.replace(security, api_key=api_key)
+        self._channel = open_channel(
             address,
+            security,
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

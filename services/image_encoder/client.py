@@ -13,11 +13,14 @@ from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
 from teran.v1 import image_encoder_pb2 as pb
 from teran.v1 import image_encoder_pb2_grpc as pb_grpc
+from teran_client.channels import ChannelSecurity, open_channel
 
 
 class ImageEncoderClient:
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(
+        self, address: str, timeout_s: float = 30.0, security: ChannelSecurity | None = None
+    ) -> None:
+        self.channel = open_channel(address, security)
         self.stub = pb_grpc.ImageEncoderStub(self.channel)
         self.address = address
         self.peer = f"image encoder at {address}"

@@ -13,11 +13,14 @@ from services.metrics import timed
 from services.text_encoder.encoding import EncodedSentence
 from teran.v1 import text_encoder_pb2 as pb
 from teran.v1 import text_encoder_pb2_grpc as pb_grpc
+from teran_client.channels import ChannelSecurity, open_channel
 
 
 class TextEncoderClient:
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(
+        self, address: str, timeout_s: float = 30.0, security: ChannelSecurity | None = None
+    ) -> None:
+        self.channel = open_channel(address, security)
         self.stub = pb_grpc.TextEncoderStub(self.channel)
         self.address = address
         self.peer = f"text encoder at {address}"
