@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from services.errors import InvalidArgument
+from services.store.filters import RESERVED_PREFIX
 from teran.v1 import common_pb2
 
 
@@ -59,21 +62,85 @@ def to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(struct))
+MAX_ID_CHARS = 256
+MAX_KEY_CHARS = 256
+"""Characters of a payload or filter key."""
+MAX_DEPTH = 8
+"""Nesting of structs and lists in a payload or filter value (deeper is refused, not walked)."""
 
 
-def from_list_value(values: struct_pb2.ListValue) -> list[Any]:
-    return list(json_format.MessageToDict(values))
+def check_payload(struct: struct_pb2.Struct, field: str, max_bytes: int) -> dict[str, Any]:
+    """A caller's payload as a dict, refused (naming `field`) when larger than `max_bytes`
+    serialized, with a reserved, empty, overlong or control-character key, or a value the
+    store cannot hold."""
+    size = struct.ByteSize()
+    if size > max_bytes:
+        raise InvalidArgument(field, f"{size} bytes serialized, at most {max_bytes}")
+    for key in struct.fields:
+        if key.startswith(RESERVED_PREFIX):
+            raise InvalidArgument(field, f"key {key[:40]!r}: keys starting with _ are reserved")
+    return from_struct(struct, field)
 
 
-def from_value(value: struct_pb2.Value) -> Any:
-    return json_format.MessageToDict(value)
+def check_key(key: str, field: str) -> str:
+    if not key:
+        raise InvalidArgument(field, "empty key")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidArgument(field, f"key of {len(key)} characters, at most {MAX_KEY_CHARS}")
+    if _has_control(key):
+        raise InvalidArgument(field, "keys must not contain control characters")
+    return key
+
+
+def from_struct(
+    struct: struct_pb2.Struct, field: str = "payload", depth: int = 1
+) -> dict[str, Any]:
+    """A Struct as a dict; every key checked, every number finite, at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(field, f"nested more than {MAX_DEPTH} levels")
+    return {
+        check_key(k, field): from_value(v, f"{field}.{k[:40]}", depth)
+        for k, v in struct.fields.items()
+    }
+
+
+def from_list_value(
+    values: struct_pb2.ListValue, field: str = "any_of", depth: int = 1
+) -> list[Any]:
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(field, f"nested more than {MAX_DEPTH} levels")
+    return [from_value(v, f"{field}[{i}]", depth) for i, v in enumerate(values.values)]
+
+
+def from_value(value: struct_pb2.Value, field: str = "equals", depth: int = 0) -> Any:
+    """A Value as JSON-like Python (numbers as float); NaN and infinities refused."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise InvalidArgument(field, "numbers must be finite (no NaN or infinity)")
+        return float(value.number_value)
+    if kind == "struct_value":
+        return from_struct(value.struct_value, field, depth + 1)
+    if kind == "list_value":
+        return from_list_value(value.list_value, field, depth + 1)
+    return getattr(value, kind)  # string_value, bool_value
+
+
+def check_id(item: str, field: str) -> str:
+    """An item id: 1..256 characters, none of them control characters (ids show up in logs,
+    messages and file names)."""
+    if not item or len(item) > MAX_ID_CHARS:
+        raise InvalidArgument(field, f"ids must be 1..{MAX_ID_CHARS} characters")
+    if _has_control(item):
+        raise InvalidArgument(field, "ids must not contain control characters")
+    return item
 
 
 def check_ids(ids: Iterable[str], field: str) -> list[str]:
-    out = list(ids)
-    for i, item in enumerate(out):
-        if not item or len(item) > 256:
-            raise InvalidArgument(f"{field}[{i}]", "ids must be 1..256 characters")
-    return out
+    return [check_id(item, f"{field}[{i}]") for i, item in enumerate(ids)]
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)

@@ -8,6 +8,7 @@ thing: region vectors in the common space, their boxes, and the image-level vect
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,20 @@ from services.errors import InvalidArgument, ResourceExhausted
 from services.inference.models import ServedModels
 from teran.regions import to_pixels
 from teran.v1 import common_pb2
+
+# The pixel limit is this service's (`max_pixels`, checked before decoding), not PIL's warning
+# at 89 megapixels, which would only repeat it, in PIL's words. Past twice that, PIL still
+# refuses to open an image (DecompressionBombError), reported with the service's limit.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _plain(err: BaseException) -> str:
+    """PIL's message without object reprs (`<_io.BytesIO object at 0x...>`): callers get
+    what is wrong with their data, not the server's memory addresses."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image format this service reads (PNG, JPEG, WebP, GIF, ...)"
+    return _REPR.sub("the data", str(err)) or type(err).__name__
 
 
 @dataclass
@@ -54,7 +69,8 @@ class ImageEncoding:
         self.cfg = cfg
 
     def decode(self, data: bytes, field: str, version: str | None = None) -> ImageInput:
-        """Bytes -> RGB picture, refusing empty, oversized, bomb and undecodable inputs."""
+        """Bytes -> RGB picture, refusing empty, oversized, bomb and undecodable inputs; the
+        size is read from the header (PIL opens lazily) and checked before decoding."""
         if not data:
             raise InvalidArgument(field, "empty image")
         if len(data) > self.cfg.max_image_bytes:
@@ -64,23 +80,36 @@ class ImageEncoding:
         if self.models.backend(version).info.image_size is None:
             raise InvalidArgument(field, "this model reads precomputed regions only, not pictures")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                opened = Image.open(io.BytesIO(data))
-                width, height = opened.size
-                if width * height > self.cfg.max_pixels:
-                    raise ResourceExhausted(
-                        field,
-                        f"{width}x{height} pixels, more than the limit of {self.cfg.max_pixels}",
-                    )
-                picture = opened.convert("RGB")  # decodes: errors surface here
-        except ResourceExhausted:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ResourceExhausted(field, f"decompression bomb refused: {err}") from err
+            opened = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:  # past PIL's own limit, far past ours
+            raise self._too_large(field, "") from err
         except Exception as err:  # PIL raises many types for bad data
-            raise InvalidArgument(field, f"cannot decode image: {err}") from err
+            raise InvalidArgument(field, f"cannot decode image: {_plain(err)}") from err
+        width, height = opened.size
+        if width * height > self.cfg.max_pixels:
+            raise self._too_large(field, f"{width}x{height} pixels, ")
+        try:
+            picture = opened.convert("RGB")  # decodes: errors surface here
+        except Exception as err:
+            raise InvalidArgument(field, f"cannot decode image: {_plain(err)}") from err
         return ImageInput(picture=picture, size_bytes=len(data), data=data)
+
+    def _too_large(self, field: str, size: str) -> ResourceExhausted:
+        return ResourceExhausted(
+            field, f"{size}more than the limit of {self.cfg.max_pixels} pixels decoded"
+        )
+
+    def pixels(self, data: bytes) -> int:
+        """Pixels `data` decodes to, from its header alone; 0 for what `decode` refuses before
+        decoding (too large, unreadable), so it costs nothing in a chunk's budget."""
+        if not data or len(data) > self.cfg.max_image_bytes:
+            return 0
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                width, height = opened.size
+        except Exception:
+            return 0
+        return width * height if width * height <= self.cfg.max_pixels else 0
 
     def regions_input(
         self, regions: common_pb2.RegionFeatures, field: str, version: str | None = None

@@ -45,10 +45,13 @@ class TextEncoding:
         models: ServedModels,
         tokenizers: dict[str, SentenceTokenizer],
         max_sentences: int = 64,
+        max_chars: int = 1024,
     ) -> None:
         self.models = models
         self.tokenizers = tokenizers
         self.max_sentences = max_sentences
+        self.max_chars = max_chars
+        """Characters per sentence, checked before tokenising: its cost grows with the text."""
 
     def encode(
         self,
@@ -66,11 +69,15 @@ class TextEncoding:
             raise InvalidArgument(
                 field, f"{len(sentences)} sentences, at most {self.max_sentences} per request"
             )
+        for i, sentence in enumerate(sentences):
+            if len(sentence) > self.max_chars:
+                raise InvalidArgument(
+                    _name(field, i, single), f"{len(sentence)} characters, at most {self.max_chars}"
+                )
         try:
             batch = tokenizer(list(sentences))
         except SentenceError as err:
-            name = field if len(sentences) == 1 and single else f"{field}[{err.index}]"
-            raise InvalidArgument(name, err.problem) from err
+            raise InvalidArgument(_name(field, err.index, single), err.problem) from err
         vectors = backend.encode_text(batch.ids.numpy(), batch.lengths.numpy())
         return [
             EncodedSentence(tokens=batch.tokens[i], embeddings=vectors[i, : int(n)])
@@ -81,3 +88,7 @@ class TextEncoding:
         self, sentence: str, field: str = "query", version: str | None = None
     ) -> EncodedSentence:
         return self.encode([sentence], field, single=True, version=version)[0]
+
+
+def _name(field: str, index: int, single: bool) -> str:
+    return field if single else f"{field}[{index}]"

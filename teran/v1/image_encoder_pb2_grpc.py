@@ -60,8 +60,15 @@ class ImageEncoderServicer:
         whether it was stored. An item acknowledged with `stored = true` is durable. A bad item
         fails alone (its result carries the status code and a message naming the field) and the
         stream goes on. Re-sending an id overwrites that image, so retries are safe.
-        Limits: 16 MiB per image, 40 megapixels decoded (larger: RESOURCE_EXHAUSTED per item),
-        at most 512 items in flight per stream (flow control slows a faster client down).
+        The same id twice in one stream: both are acknowledged, the later one is stored.
+        Every item is checked before anything of it is written: a refused item leaves nothing.
+        Limits: 16 MiB per image, 40 megapixels decoded (larger: RESOURCE_EXHAUSTED per item);
+        uri at most 2048 characters; payload at most 64 KiB serialized, keys 1..256 characters
+        without control characters or a leading "_", nested at most 8 levels, numbers finite
+        (INVALID_ARGUMENT naming `items[i].payload`); at most 512 items in flight per stream (flow
+        control slows a faster client down). Items are encoded in chunks of at most 16 and 80
+        megapixels decoded (read from the image headers; an item past the budget waits for the
+        next chunk). When the client cancels or its deadline passes, reading and encoding stop.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
