@@ -198,9 +198,8 @@ def test_bad_requests_get_status_and_field(channel: grpc.Channel, collection: An
          grpc.StatusCode.NOT_FOUND, "image_id"),
         (lambda: ranker.SearchSentences(rpb.SearchSentencesRequest()),
          grpc.StatusCode.INVALID_ARGUMENT, "query"),
-        (lambda: ranker.IngestSentences(rpb.IngestSentencesRequest(
-            sentences=[rpb.Sentence(id="s", text="")])),
-         grpc.StatusCode.INVALID_ARGUMENT, "sentences[0].text"),
+        (lambda: ranker.IngestSentences(rpb.IngestSentencesRequest()),
+         grpc.StatusCode.INVALID_ARGUMENT, "sentences"),
         (lambda: ranker.Delete(rpb.DeleteRequest()),
          grpc.StatusCode.INVALID_ARGUMENT, "image_ids"),
         (lambda: text.EncodeText(tpb.EncodeTextRequest(sentences=["fine", ""])),
@@ -228,6 +227,13 @@ def test_bad_requests_get_status_and_field(channel: grpc.Channel, collection: An
         got, details = _code(call)
         assert got == code, (field, got, details)
         assert details.startswith(field), (field, details)
+    # a bad sentence fails alone, in its own result (the call succeeds)
+    reply = ranker.IngestSentences(
+        rpb.IngestSentencesRequest(sentences=[rpb.Sentence(id="s", text="")])
+    )
+    assert reply.stored == 0 and not reply.results[0].stored
+    assert reply.results[0].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert reply.results[0].message.startswith("sentences[0].text"), reply.results[0].message
 
 
 def test_bad_ingest_items_fail_alone(channel: grpc.Channel, collection: Any) -> None:

@@ -254,22 +254,29 @@ def test_bad_upgrade_requests(running: tuple[RunningApp, grpc.Channel]) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_sources_the_new_model_cannot_read_block_the_switch(
+def test_sources_the_new_model_cannot_encode_are_skipped_and_reported(
     running: tuple[RunningApp, grpc.Channel], next_model: Path
 ) -> None:
     app, channel = running
-    old = model_version(DEMO)
+    new = model_version(next_model)
     _ingest(channel, [_item(i) for i in range(5)])
     store = app.app.components["store"]
     narrow = Source(
         "odd", "image", "rev-1", features=np.ones((2, 7), np.float32), boxes=np.zeros((2, 4))
     )
-    store.put_sources([narrow])  # e.g. written by a tool for another model family
-    with pytest.raises(grpc.RpcError) as err:
-        list(agrpc.AdminStub(channel).Upgrade(apb.UpgradeRequest(grace_seconds=0)))
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "'odd'" in (err.value.details() or "") and "nothing was switched" in err.value.details()
-    assert store.live_version(fresh=True) == old
+    long = Source("long", "sentence", "rev-1", text=" ".join(["word"] * 70))
+    store.put_sources([narrow, long])  # another model family's; a sentence stored unchecked
+    progress = list(agrpc.AdminStub(channel).Upgrade(apb.UpgradeRequest(grace_seconds=0)))
+    done = progress[-1]
+    assert done.phase == Phase.DONE and done.live_version == new
+    assert done.skipped == 2, done
+    examples = " ".join(done.skipped_examples)
+    assert "image 'odd'" in examples and "sentence 'long'" in examples and "tokens" in examples
+    assert store.live_version(fresh=True) == new
+    assert sorted(store.index(new).images.revisions()) == [f"r{i:03d}" for i in range(5)]
+    assert store.index(new).sentences.count() == 0
+    sample = REGISTRY.get_sample_value
+    assert sample("teran_upgrade_items", {"model_version": new, "state": "skipped"}) == 2
 
 
 def test_restart_needs_the_live_version_loaded(

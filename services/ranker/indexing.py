@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from services.errors import InvalidArgument, ResourceExhausted, ServiceError
 from services.metrics import timed
 from services.store import Source, StoredSentence, VersionIndex
 from services.text_encoder.encoding import EncodedSentence
 
 BATCH = 64
 """Sentences per text-encoder call (the TextEncoder's default limit)."""
+INPUT_ERRORS = (InvalidArgument, ResourceExhausted)
+"""What a text encoder raises for a sentence it refuses (as opposed to being unreachable)."""
 
 
 class TextEncoder(Protocol):
@@ -32,13 +35,31 @@ def as_query(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
-def index_sentences(text: TextEncoder, index: VersionIndex, sources: Sequence[Source]) -> None:
-    """Encode sentence sources with `index`'s model version and write them into it, tagged
-    with each source's revision; durable once it returns."""
-    encoded: list[EncodedSentence] = []
-    texts = [as_query(s.text or "") for s in sources]
+def encode_each(
+    text: TextEncoder, texts: Sequence[str], version: str
+) -> list[EncodedSentence | ServiceError]:
+    """Each text's encoding with model `version`, or the input error that text alone causes:
+    a batch the encoder refuses is encoded again one text at a time, so one bad sentence fails
+    alone (a remote encoder's message does not say which one). Other errors propagate."""
+    out: list[EncodedSentence | ServiceError] = []
     for start in range(0, len(texts), BATCH):
-        encoded += text.encode(texts[start : start + BATCH], "sentences", version=index.version)
+        batch = [as_query(t) for t in texts[start : start + BATCH]]
+        try:
+            out += text.encode(batch, "sentences", version=version)
+        except INPUT_ERRORS:
+            for one in batch:
+                try:
+                    out += text.encode([one], "text", single=True, version=version)
+                except INPUT_ERRORS as err:
+                    out.append(err)
+    return out
+
+
+def write_sentences(
+    index: VersionIndex, sources: Sequence[Source], encoded: Sequence[EncodedSentence]
+) -> None:
+    """Write encoded sentences into `index`, tagged with each source's revision; durable once
+    it returns."""
     points = [
         StoredSentence(
             id=s.id,
@@ -52,3 +73,15 @@ def index_sentences(text: TextEncoder, index: VersionIndex, sources: Sequence[So
     ]
     with timed("store", "upsert_sentences"):
         index.sentences.upsert(points)
+
+
+def index_sentences(
+    text: TextEncoder, index: VersionIndex, sources: Sequence[Source]
+) -> list[tuple[Source, ServiceError]]:
+    """Encode sentence sources with `index`'s model version and write those it can encode;
+    returns the others with why."""
+    results = encode_each(text, [s.text or "" for s in sources], index.version)
+    ok = [(s, e) for s, e in zip(sources, results, strict=True) if not isinstance(e, ServiceError)]
+    if ok:
+        write_sentences(index, [s for s, _ in ok], [e for _, e in ok])
+    return [(s, e) for s, e in zip(sources, results, strict=True) if isinstance(e, ServiceError)]

@@ -12,16 +12,24 @@ exact MrSw score (best region per sentence word) is computed here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from services.errors import InvalidArgument
+from services.convert import check_id
+from services.errors import InvalidArgument, ResourceExhausted, ServiceError
 from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
-from services.ranker.indexing import TextEncoder, as_query, index_sentences
+from services.ranker.indexing import (
+    TextEncoder,
+    as_query,
+    encode_each,
+    index_sentences,
+    write_sentences,
+)
 from services.store import (
     PayloadFilter,
     Source,
@@ -31,6 +39,9 @@ from services.store import (
     VersionIndex,
     new_rev,
 )
+from services.text_encoder.encoding import EncodedSentence
+
+log = logging.getLogger(__name__)
 
 TIE_MARGIN = 8
 """Extra hits read past the page, so that equal scores at its edge are ordered here (by id)
@@ -102,12 +113,22 @@ class Ranker:
         candidates: int = 100,
         max_top_k: int = 100,
         max_offset: int = 1000,
+        max_query_chars: int = 1000,
     ) -> None:
         self.store = store
         self.text = text
         self.candidates = candidates
         self.max_top_k = max_top_k
         self.max_offset = max_offset
+        self.max_query_chars = max_query_chars
+        """Checked before the text goes to the tokenizer, whose cost grows with it."""
+
+    def _text(self, text: str, field: str) -> str:
+        if len(text) > self.max_query_chars:
+            raise InvalidArgument(field, f"{len(text)} characters, at most {self.max_query_chars}")
+        if not text.strip():
+            raise InvalidArgument(field, "empty text")
+        return text
 
     def _window(self, top_k: int, offset: int) -> int:
         top_k = top_k or 10
@@ -125,23 +146,26 @@ class Ranker:
         flt: PayloadFilter | None = None,
         with_explanation: bool = False,
         version: str | None = None,
+        check: Callable[[], None] = lambda: None,
     ) -> ImageSearch:
         """Images for a sentence; `version` (default the live one) encodes the query and
-        answers it, so query and stored vectors always come from one model."""
+        answers it, so query and stored vectors always come from one model. `check` raises
+        when the caller is gone; it runs between the expensive steps."""
         top_k = self._window(top_k, offset)
-        if not query.strip():
-            raise InvalidArgument("query", "empty query")
+        self._text(query, "query")
         index = self.store.index(version) if version else self.store.live()
         encoded = self.text.encode([as_query(query)], "query", single=True, version=index.version)
         words, tokens = encoded[0].words, encoded[0].word_tokens
         if len(words) == 0:
             raise InvalidArgument("query", "no words to align")
+        check()
         with timed("store", "search_images"):
             hits = index.images.search(
                 words, offset + top_k + TIE_MARGIN, flt, candidates=self.candidates
             )
         hits.sort(key=lambda h: (-h.score, h.id))  # ties in a fixed order: pages never overlap
         page = hits[offset : offset + top_k]
+        check()
         with timed("store", "get_images"):
             found = index.images.get([h.id for h in page], vectors=with_explanation)
         results = [
@@ -162,10 +186,12 @@ class Ranker:
         top_k: int = 10,
         offset: int = 0,
         flt: PayloadFilter | None = None,
+        check: Callable[[], None] = lambda: None,
     ) -> list[SentenceResult]:
         """Sentences for an image encoded with `index`'s model version."""
         top_k = self._window(top_k, offset)
         limit = max(self.candidates, offset + top_k)
+        check()
         with timed("store", "search_sentences"):
             hits = index.sentences.search(
                 image.regions, limit, flt, candidates=self.candidates, with_items=True
@@ -175,24 +201,55 @@ class Ranker:
         order = sorted(range(len(sentences)), key=lambda i: (-scores[i], sentences[i].id))
         return [SentenceResult(sentences[i], float(scores[i])) for i in order[offset:][:top_k]]
 
-    def ingest_sentences(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
-        """Store sentences (source first, then the live version's points); durable on return."""
+    def ingest_sentences(self, items: Sequence[SentenceItem]) -> list[ServiceError | None]:
+        """Store sentences, each alone: every one is checked and encoded (tokenised) before
+        anything is written, so a refused one leaves nothing behind. Sources go first, then
+        the live version's points; durable on return. An id given twice: the later wins."""
         if not items:
             raise InvalidArgument("sentences", "at least one sentence is required")
-        for i, (sentence_id, text, _) in enumerate(items):
-            if not sentence_id or len(sentence_id) > 256:
-                raise InvalidArgument(f"sentences[{i}].id", "ids must be 1..256 characters")
-            if not text.strip():
-                raise InvalidArgument(f"sentences[{i}].text", "empty sentence")
+        errors: list[ServiceError | None] = [None] * len(items)
+        for k, item in enumerate(items):
+            try:
+                check_id(item.id, f"{item.field}.id")
+                self._text(item.text, f"{item.field}.text")
+            except ServiceError as err:
+                errors[k] = err
         index = self.store.live()
-        sources = [
-            Source(sid, "sentence", new_rev(), text=text, payload=payload)
-            for sid, text, payload in items
-        ]
-        with timed("store", "put_sources"):
-            self.store.put_sources(sources)
-        index_sentences(self.text, index, sources)
-        live = self.store.switched_from(index.version)
-        if live is not None:
-            index_sentences(self.text, live, sources)
-        return len(sources)
+        valid = [k for k in range(len(items)) if errors[k] is None]
+        encoded = encode_each(self.text, [items[k].text for k in valid], index.version)
+        kept: dict[str, tuple[Source, EncodedSentence]] = {}  # by id: the later one wins
+        for k, e in zip(valid, encoded, strict=True):
+            item = items[k]
+            if isinstance(e, ServiceError):
+                errors[k] = renamed(e, f"{item.field}.text")
+                continue
+            kept.pop(item.id, None)
+            source = Source(item.id, "sentence", new_rev(), text=item.text, payload=item.payload)
+            kept[item.id] = (source, e)
+        if kept:
+            sources = [s for s, _ in kept.values()]
+            with timed("store", "put_sources"):
+                self.store.put_sources(sources)
+            write_sentences(index, sources, [e for _, e in kept.values()])
+            live = self.store.switched_from(index.version)
+            if live is not None:
+                for source, why in index_sentences(self.text, live, sources):
+                    log.warning("sentence %r: not encoded by %s: %s", source.id, live.version, why)
+        return errors
+
+
+@dataclass
+class SentenceItem:
+    """A sentence to store, with the request field it came from (for messages)."""
+
+    id: str
+    text: str
+    payload: dict[str, Any]
+    field: str
+
+
+def renamed(err: ServiceError, field: str) -> ServiceError:
+    """`err` naming `field` instead (an input error raised for a part of the request)."""
+    if isinstance(err, InvalidArgument | ResourceExhausted):
+        return type(err)(field, err.message.split(": ", 1)[-1])
+    return err

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
 
 from services.convert import (
+    check_id,
     check_ids,
+    check_key,
+    check_payload,
     from_list_value,
-    from_struct,
     from_value,
     to_struct,
 )
-from services.errors import InvalidArgument, NotFound, grpc_errors
+from services.errors import InvalidArgument, NotFound, ServiceError, grpc_errors, status_of
 from services.image_encoder.encoding import EncodedImage
-from services.ranker.search import Ranker
+from services.metrics import INGESTED_ITEMS
+from services.ranker.search import Ranker, SentenceItem
 from services.store import AnyOf, Equals, PayloadFilter
 from teran.v1 import common_pb2
 from teran.v1 import ranker_pb2 as pb
@@ -43,13 +47,12 @@ def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None
     conditions: list[Equals | AnyOf] = []
     for i, cond in enumerate(message.must):
         name = f"{field}.must[{i}]"
-        if not cond.key:
-            raise InvalidArgument(f"{name}.key", "empty key")
+        check_key(cond.key, f"{name}.key")
         kind = cond.WhichOneof("match")
         if kind == "equals":
-            conditions.append(Equals(cond.key, from_value(cond.equals)))
+            conditions.append(Equals(cond.key, from_value(cond.equals, f"{name}.equals")))
         elif kind == "any_of":
-            conditions.append(AnyOf(cond.key, from_list_value(cond.any_of)))
+            conditions.append(AnyOf(cond.key, from_list_value(cond.any_of, f"{name}.any_of")))
         else:
             raise InvalidArgument(name, "set equals or any_of")
     try:
@@ -58,10 +61,34 @@ def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None
         raise InvalidArgument(field, str(err)) from err
 
 
+class Expired(ServiceError):
+    """The caller's deadline passed or it cancelled: the rest of the work is not done."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def deadline_check(context: grpc.ServicerContext) -> Callable[[], None]:
+    """A check for the domain code to run between its expensive steps (it knows no gRPC)."""
+
+    def check() -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise Expired(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed, search stopped")
+        if not context.is_active():
+            raise Expired(grpc.StatusCode.CANCELLED, "cancelled by the client, search stopped")
+
+    return check
+
+
 class RankerServicer(pb_grpc.RankerServicer):
-    def __init__(self, ranker: Ranker, images: ImageSource | None) -> None:
+    def __init__(
+        self, ranker: Ranker, images: ImageSource | None, max_payload_bytes: int = 64 << 10
+    ) -> None:
         self.ranker = ranker
         self.images = images
+        self.max_payload_bytes = max_payload_bytes
 
     @grpc_errors
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
@@ -71,6 +98,7 @@ class RankerServicer(pb_grpc.RankerServicer):
             request.offset,
             to_filter(request.filter),
             request.explain,
+            check=deadline_check(context),
         )
         return pb.SearchResponse(
             hits=[
@@ -103,8 +131,10 @@ class RankerServicer(pb_grpc.RankerServicer):
         if source is None:
             raise InvalidArgument("query", "set image, regions or image_id")
         index = self.ranker.store.live()
+        check = deadline_check(context)
+        flt = to_filter(request.filter)
         if source == "image_id":
-            stored = index.images.get([request.image_id])[0]
+            stored = index.images.get([check_id(request.image_id, "image_id")])[0]
             if stored is None:
                 raise NotFound(f"image_id: no stored image {request.image_id!r}")
             image = EncodedImage(stored.regions, stored.boxes, stored.regions.mean(0))
@@ -113,7 +143,7 @@ class RankerServicer(pb_grpc.RankerServicer):
                 raise InvalidArgument("query", "this ranker has no image encoder configured")
             image = self.images.encode_query(source, request, "query", index.version)
         results = self.ranker.search_sentences(
-            image, index, request.top_k, request.offset, to_filter(request.filter)
+            image, index, request.top_k, request.offset, flt, check
         )
         return pb.SearchSentencesResponse(
             hits=[
@@ -132,19 +162,34 @@ class RankerServicer(pb_grpc.RankerServicer):
     def IngestSentences(
         self, request: pb.IngestSentencesRequest, context: grpc.ServicerContext
     ) -> pb.IngestSentencesResponse:
+        """Each sentence stored or refused alone (its result says which); only a request
+        that is wrong as a whole fails the call."""
+        if not request.sentences:
+            raise InvalidArgument("sentences", "at least one sentence is required")
         if len(request.sentences) > MAX_SENTENCES:
             raise InvalidArgument(
                 "sentences", f"{len(request.sentences)} sentences, at most {MAX_SENTENCES}"
             )
-        items = []
+        errors: list[ServiceError | None] = [None] * len(request.sentences)
+        items: list[SentenceItem] = []
+        positions: list[int] = []
         for i, s in enumerate(request.sentences):
-            payload = from_struct(s.payload)
-            if any(k.startswith("_") for k in payload):
-                raise InvalidArgument(
-                    f"sentences[{i}].payload", "keys starting with _ are reserved"
-                )
-            items.append((s.id, s.text, payload))
-        return pb.IngestSentencesResponse(stored=self.ranker.ingest_sentences(items))
+            field = f"sentences[{i}]"
+            try:
+                payload = check_payload(s.payload, f"{field}.payload", self.max_payload_bytes)
+            except ServiceError as err:
+                errors[i] = err
+                continue
+            items.append(SentenceItem(s.id, s.text, payload, field))
+            positions.append(i)
+        try:
+            outcome = self.ranker.ingest_sentences(items) if items else []
+        except Exception as err:  # the store or the text encoder failed: nothing is stored
+            outcome = [err if isinstance(err, ServiceError) else _Failed(err)] * len(items)
+        for i, outcome_i in zip(positions, outcome, strict=True):
+            errors[i] = outcome_i
+        results = [_result(s.id, e) for s, e in zip(request.sentences, errors, strict=True)]
+        return pb.IngestSentencesResponse(stored=sum(r.stored for r in results), results=results)
 
     @grpc_errors
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
@@ -169,3 +214,20 @@ class RankerServicer(pb_grpc.RankerServicer):
             image_collection=index.images.name,
             sentence_collection=index.sentences.name,
         )
+
+
+class _Failed(ServiceError):
+    """Any other error, with the status `status_of` gives it (logged there)."""
+
+    def __init__(self, err: BaseException) -> None:
+        code, message = status_of(err)
+        super().__init__(message)
+        self.code = code
+
+
+def _result(item_id: str, err: ServiceError | None) -> pb.SentenceResult:
+    if err is None:
+        INGESTED_ITEMS.labels("sentence", "stored", "OK").inc()
+        return pb.SentenceResult(id=item_id, stored=True, code=0)
+    INGESTED_ITEMS.labels("sentence", "failed", err.code.name).inc()
+    return pb.SentenceResult(id=item_id, stored=False, code=err.code.value[0], message=err.message)

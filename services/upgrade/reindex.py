@@ -14,6 +14,11 @@ which the next pass sees), so an upgrade is:
    already reached the new version; the grace period before the pass only covers a Qdrant
    cluster's nodes learning of the switch late.
 
+A source the version cannot encode (another model family's regions, a sentence its tokenizer
+refuses) is skipped and reported: counted in the progress with a few examples, all of them
+logged; it stays in the sources and every later pass retries it, so one bad item never blocks
+an upgrade.
+
 Search reads the alias once per request and uses that version for the query and the stored
 vectors, so it answers throughout and never mixes versions.
 """
@@ -37,6 +42,8 @@ from services.store import Source, SourceKind, VectorStore, VersionIndex
 log = logging.getLogger(__name__)
 
 KINDS: tuple[SourceKind, ...] = ("image", "sentence")
+EXAMPLES = 5
+"""Skipped sources named in each progress report (the log names them all, up to 20)."""
 
 
 class Phase(enum.IntEnum):
@@ -55,13 +62,22 @@ class Progress:
     total: int = 0
     done: int = 0
     live: str = ""
+    skipped: int = 0
+    """Sources this pass could not encode so far, and the first few of them."""
+    examples: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SyncResult:
     changed: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
-    """(kind, id, why) of sources the version cannot encode."""
+    """(kind, id, why) of sources the version cannot encode: skipped."""
+
+    def progress(
+        self, phase: Phase, version: str, total: int = 0, done: int = 0, live: str = ""
+    ) -> Progress:
+        examples = [describe(f) for f in self.failed[:EXAMPLES]]
+        return Progress(phase, version, total, done, live, len(self.failed), examples)
 
 
 class Cancelled(Exception):
@@ -105,7 +121,7 @@ class Reindexer:
         plans = {kind: self.plan(kind, version) for kind in KINDS}
         total = sum(len(stale) + len(orphans) for stale, orphans in plans.values())
         done = 0
-        report(Progress(phase, version, total, done))
+        report(result.progress(phase, version, total, done))
         for kind, (stale, orphans) in plans.items():
             if orphans:
                 index.of(kind).delete(orphans)
@@ -119,10 +135,11 @@ class Reindexer:
                 if kind == "image":
                     self._index_images(found, index, result)
                 elif found:
-                    index_sentences(self.text, index, found)
-                    result.changed += len(found)
+                    failed = index_sentences(self.text, index, found)
+                    result.failed += [("sentence", s.id, err.message) for s, err in failed]
+                    result.changed += len(found) - len(failed)
                 done += len(ids)
-                report(Progress(phase, version, total, done))
+                report(result.progress(phase, version, total, done))
         return result
 
     def _index_images(
@@ -160,8 +177,6 @@ class Reindexer:
         try:
             for _ in range(self.max_copy_passes):
                 result = self.sync(version, Phase.COPY, report, cancelled)
-                if result.failed:
-                    raise FailedPrecondition(_failures(version, result.failed))
                 if result.changed <= self.batch:  # what is left is what arrives meanwhile
                     break
             if switch:
@@ -170,9 +185,10 @@ class Reindexer:
                 report(Progress(Phase.SWITCH, version, live=version))
                 time.sleep(grace_s)
                 result = self.sync(version, Phase.CATCH_UP, report, cancelled)
-                if result.failed:  # only a write racing the switch with a foreign source
-                    log.error("%s", _failures(version, result.failed))
-            report(Progress(Phase.DONE, version, live=self.store.live_version(fresh=True)))
+            if result.failed:
+                log.error("%s", _failures(version, result.failed))
+            live = self.store.live_version(fresh=True)
+            report(result.progress(Phase.DONE, version, live=live))
         finally:
             self._running.release()
 
@@ -185,15 +201,22 @@ def _exported(report: Callable[[Progress], None]) -> Callable[[Progress], None]:
         if p.phase in (Phase.COPY, Phase.CATCH_UP):
             UPGRADE_ITEMS.labels(p.version, "total").set(p.total)
             UPGRADE_ITEMS.labels(p.version, "done").set(p.done)
+        if p.phase != Phase.SWITCH:
+            UPGRADE_ITEMS.labels(p.version, "skipped").set(p.skipped)
         report(p)
 
     return both
 
 
 def _failures(version: str, failed: list[tuple[str, str, str]]) -> str:
-    shown = "; ".join(f"{kind} {i!r}: {why}" for kind, i, why in failed[:5])
-    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    shown = "; ".join(describe(f) for f in failed[:20])
+    more = f" (and {len(failed) - 20} more)" if len(failed) > 20 else ""
     return (
-        f"model version {version} cannot encode {len(failed)} stored sources, nothing was "
-        f"switched: {shown}{more}"
+        f"model version {version} cannot encode {len(failed)} stored sources, skipped "
+        f"(they stay in the sources; delete or re-ingest them): {shown}{more}"
     )
+
+
+def describe(failed: tuple[str, str, str]) -> str:
+    kind, item_id, why = failed
+    return f"{kind} {item_id!r}: {why}"

@@ -148,4 +148,6 @@ def _progress(p: Progress) -> pb.UpgradeProgress:
         total=p.total,
         done=p.done,
         live_version=p.live,
+        skipped=p.skipped,
+        skipped_examples=p.examples,
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14teran/v1/admin.proto\x12\x08teran.v1\"\x0f\n\rStatusRequest\"w\n\rVersionStatus\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x0e\n\x06loaded\x18\x03 \x01(\x08\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x01(\x04\x12\x11\n\tsentences\x18\x06 \x01(\x04\"\x82\x01\n\x0eStatusResponse\x12\x14\n\x0clive_version\x18\x01 \x01(\t\x12)\n\x08versions\x18\x02 \x03(\x0b\x32\x17.teran.v1.VersionStatus\x12\x15\n\rimage_sources\x18\x03 \x01(\x04\x12\x18\n\x10sentence_sources\x18\x04 \x01(\x04\"h\n\x0eUpgradeRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1a\n\rgrace_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tno_switch\x18\x03 \x01(\x08\x42\x10\n\x0e_grace_seconds\"\xd9\x01\n\x0fUpgradeProgress\x12.\n\x05phase\x18\x01 \x01(\x0e\x32\x1f.teran.v1.UpgradeProgress.Phase\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0c\n\x04\x64one\x18\x04 \x01(\x04\x12\x14\n\x0clive_version\x18\x05 \x01(\t\"L\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x43OPY\x10\x01\x12\n\n\x06SWITCH\x10\x02\x12\x0c\n\x08\x43\x41TCH_UP\x10\x03\x12\x08\n\x04\x44ONE\x10\x04\"+\n\x12\x44ropVersionRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x15\n\x13\x44ropVersionResponse2\xd2\x01\n\x05\x41\x64min\x12;\n\x06Status\x12\x17.teran.v1.StatusRequest\x1a\x18.teran.v1.StatusResponse\x12@\n\x07Upgrade\x12\x18.teran.v1.UpgradeRequest\x1a\x19.teran.v1.UpgradeProgress0\x01\x12J\n\x0b\x44ropVersion\x12\x1c.teran.v1.DropVersionRequest\x1a\x1d.teran.v1.DropVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14teran/v1/admin.proto\x12\x08teran.v1\"\x0f\n\rStatusRequest\"w\n\rVersionStatus\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0c\n\x04live\x18\x02 \x01(\x08\x12\x0e\n\x06loaded\x18\x03 \x01(\x08\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x0e\n\x06images\x18\x05 \x01(\x04\x12\x11\n\tsentences\x18\x06 \x01(\x04\"\x82\x01\n\x0eStatusResponse\x12\x14\n\x0clive_version\x18\x01 \x01(\t\x12)\n\x08versions\x18\x02 \x03(\x0b\x32\x17.teran.v1.VersionStatus\x12\x15\n\rimage_sources\x18\x03 \x01(\x04\x12\x18\n\x10sentence_sources\x18\x04 \x01(\x04\"h\n\x0eUpgradeRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1a\n\rgrace_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tno_switch\x18\x03 \x01(\x08\x42\x10\n\x0e_grace_seconds\"\x84\x02\n\x0fUpgradeProgress\x12.\n\x05phase\x18\x01 \x01(\x0e\x32\x1f.teran.v1.UpgradeProgress.Phase\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0c\n\x04\x64one\x18\x04 \x01(\x04\x12\x14\n\x0clive_version\x18\x05 \x01(\t\x12\x0f\n\x07skipped\x18\x06 \x01(\x04\x12\x18\n\x10skipped_examples\x18\x07 \x03(\t\"L\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x43OPY\x10\x01\x12\n\n\x06SWITCH\x10\x02\x12\x0c\n\x08\x43\x41TCH_UP\x10\x03\x12\x08\n\x04\x44ONE\x10\x04\"+\n\x12\x44ropVersionRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"\x15\n\x13\x44ropVersionResponse2\xd2\x01\n\x05\x41\x64min\x12;\n\x06Status\x12\x17.teran.v1.StatusRequest\x1a\x18.teran.v1.StatusResponse\x12@\n\x07Upgrade\x12\x18.teran.v1.UpgradeRequest\x1a\x19.teran.v1.UpgradeProgress0\x01\x12J\n\x0b\x44ropVersion\x12\x1c.teran.v1.DropVersionRequest\x1a\x1d.teran.v1.DropVersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPGRADEREQUEST']._serialized_start=305
   _globals['_UPGRADEREQUEST']._serialized_end=409
   _globals['_UPGRADEPROGRESS']._serialized_start=412
-  _globals['_UPGRADEPROGRESS']._serialized_end=629
-  _globals['_UPGRADEPROGRESS_PHASE']._serialized_start=553
-  _globals['_UPGRADEPROGRESS_PHASE']._serialized_end=629
-  _globals['_DROPVERSIONREQUEST']._serialized_start=631
-  _globals['_DROPVERSIONREQUEST']._serialized_end=674
-  _globals['_DROPVERSIONRESPONSE']._serialized_start=676
-  _globals['_DROPVERSIONRESPONSE']._serialized_end=697
-  _globals['_ADMIN']._serialized_start=700
-  _globals['_ADMIN']._serialized_end=910
+  _globals['_UPGRADEPROGRESS']._serialized_end=672
+  _globals['_UPGRADEPROGRESS_PHASE']._serialized_start=596
+  _globals['_UPGRADEPROGRESS_PHASE']._serialized_end=672
+  _globals['_DROPVERSIONREQUEST']._serialized_start=674
+  _globals['_DROPVERSIONREQUEST']._serialized_end=717
+  _globals['_DROPVERSIONRESPONSE']._serialized_start=719
+  _globals['_DROPVERSIONRESPONSE']._serialized_end=740
+  _globals['_ADMIN']._serialized_start=743
+  _globals['_ADMIN']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

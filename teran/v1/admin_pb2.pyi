@@ -50,7 +50,7 @@ class UpgradeRequest(_message.Message):
     def __init__(self, model_version: _Optional[str] = ..., grace_seconds: _Optional[float] = ..., no_switch: _Optional[bool] = ...) -> None: ...
 
 class UpgradeProgress(_message.Message):
-    __slots__ = ("phase", "model_version", "total", "done", "live_version")
+    __slots__ = ("phase", "model_version", "total", "done", "live_version", "skipped", "skipped_examples")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PHASE_UNSPECIFIED: _ClassVar[UpgradeProgress.Phase]
@@ -68,12 +68,16 @@ class UpgradeProgress(_message.Message):
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     LIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     phase: UpgradeProgress.Phase
     model_version: str
     total: int
     done: int
     live_version: str
-    def __init__(self, phase: _Optional[_Union[UpgradeProgress.Phase, str]] = ..., model_version: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., live_version: _Optional[str] = ...) -> None: ...
+    skipped: int
+    skipped_examples: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, phase: _Optional[_Union[UpgradeProgress.Phase, str]] = ..., model_version: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., live_version: _Optional[str] = ..., skipped: _Optional[int] = ..., skipped_examples: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DropVersionRequest(_message.Message):
     __slots__ = ("model_version",)

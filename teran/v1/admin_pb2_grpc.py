@@ -72,8 +72,9 @@ class AdminServicer:
         until the switch and with the new one after it, never a mix. Streams progress; running it
         again is safe (work already done is skipped), and so is running it for the live version
         (a repair: the live indexes are brought in line with the sources).
-        FAILED_PRECONDITION: the version is not loaded by this server, or some sources cannot be
-        encoded by it (then nothing is switched; the message names them).
+        FAILED_PRECONDITION: the version is not loaded by this server. A source the version
+        cannot encode (e.g. written for another model family) is skipped, not a failure: counted
+        in `skipped`, named in the server log, kept in the sources and retried by later runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

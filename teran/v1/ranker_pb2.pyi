@@ -115,10 +115,24 @@ class IngestSentencesRequest(_message.Message):
     def __init__(self, sentences: _Optional[_Iterable[_Union[Sentence, _Mapping]]] = ...) -> None: ...
 
 class IngestSentencesResponse(_message.Message):
-    __slots__ = ("stored",)
+    __slots__ = ("stored", "results")
     STORED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     stored: int
-    def __init__(self, stored: _Optional[int] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[SentenceResult]
+    def __init__(self, stored: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SentenceResult, _Mapping]]] = ...) -> None: ...
+
+class SentenceResult(_message.Message):
+    __slots__ = ("id", "stored", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    stored: bool
+    code: int
+    message: str
+    def __init__(self, id: _Optional[str] = ..., stored: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("image_ids", "sentence_ids")

@@ -28,6 +28,17 @@ if _version_not_supported:
 class RankerStub:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
     exact alignment (MrSw: for every query word its best region, summed).
+
+    Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
+    field past them: ids 1..256 characters, no control characters; query and sentence text at
+    most 1000 characters (checked before tokenising: ranker.max_query_chars) and 64 tokens;
+    payloads at most 64 KiB serialized (ranker.max_payload_bytes for sentences,
+    image_encoder.max_payload_bytes for images), keys 1..256 characters without control
+    characters or a leading "_", values nested at most 8 levels, numbers finite (no NaN or
+    infinity; the same holds for filter values). A page of results always fits in one message:
+    the server refuses a configuration where max_top_k hits at these limits would not.
+    A call whose deadline passes (or that the client cancels) stops between its expensive
+    steps with DEADLINE_EXCEEDED (CANCELLED).
     """
 
     def __init__(self, channel):
@@ -66,11 +77,22 @@ class RankerStub:
 class RankerServicer:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
     exact alignment (MrSw: for every query word its best region, summed).
+
+    Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
+    field past them: ids 1..256 characters, no control characters; query and sentence text at
+    most 1000 characters (checked before tokenising: ranker.max_query_chars) and 64 tokens;
+    payloads at most 64 KiB serialized (ranker.max_payload_bytes for sentences,
+    image_encoder.max_payload_bytes for images), keys 1..256 characters without control
+    characters or a leading "_", values nested at most 8 levels, numbers finite (no NaN or
+    infinity; the same holds for filter values). A page of results always fits in one message:
+    the server refuses a configuration where max_top_k hits at these limits would not.
+    A call whose deadline passes (or that the client cancels) stops between its expensive
+    steps with DEADLINE_EXCEEDED (CANCELLED).
     """
 
     def Search(self, request, context):
-        """Images for a sentence. Limits: query non-empty, at most 64 tokens; 1 <= top_k <= 100;
-        0 <= offset <= 1000; filter keys of at most 64 conditions.
+        """Images for a sentence. Limits: query non-empty, at most 1000 characters and 64 tokens;
+        1 <= top_k <= 100; 0 <= offset <= 1000; filter keys of at most 64 conditions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,8 +106,12 @@ class RankerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IngestSentences(self, request, context):
-        """Adds sentences to the sentence collection; re-sending an id overwrites it.
-        Limits: 1..256 sentences per request.
+        """Adds sentences to the sentence collection; re-sending an id overwrites it (the same id
+        twice in one request: the later one is stored, both are reported stored).
+        Each sentence is checked (tokenised too) before anything is written and stored or refused
+        alone: `results` says which, with the status code and a message naming the field
+        (`sentences[3].text`); a refused sentence leaves nothing behind. The call itself fails
+        only for the request as a whole: no sentences, or more than 256.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +169,17 @@ def add_RankerServicer_to_server(servicer, server):
 class Ranker:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
     exact alignment (MrSw: for every query word its best region, summed).
+
+    Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
+    field past them: ids 1..256 characters, no control characters; query and sentence text at
+    most 1000 characters (checked before tokenising: ranker.max_query_chars) and 64 tokens;
+    payloads at most 64 KiB serialized (ranker.max_payload_bytes for sentences,
+    image_encoder.max_payload_bytes for images), keys 1..256 characters without control
+    characters or a leading "_", values nested at most 8 levels, numbers finite (no NaN or
+    infinity; the same holds for filter values). A page of results always fits in one message:
+    the server refuses a configuration where max_top_k hits at these limits would not.
+    A call whose deadline passes (or that the client cancels) stops between its expensive
+    steps with DEADLINE_EXCEEDED (CANCELLED).
     """
 
     @staticmethod
