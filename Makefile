@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-model up down test lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale clean
+.PHONY: install demo demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ test: $(STAMP)
 	bash tools/system-packages.sh
 	$(PY) -m pytest
 
+# property-based fuzzing of every public RPC against a running server; `make test` runs 20
+# examples a property, this many more (FUZZ_EXAMPLES)
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -62,7 +68,7 @@ refcheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
 
-bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale
+bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
@@ -82,6 +88,10 @@ bench-scale: $(STAMP)
 
 bench-upgrade: $(STAMP)
 	$(PY) -m benchmarks.bench_upgrade --checkpoint $(DEMO_MODEL) --out benchmarks/results/upgrade.json
+
+# ten minutes of eight search clients, one ingest stream and periodic deletes, keys on
+bench-load: $(STAMP)
+	$(PY) -m benchmarks.bench_load --checkpoint $(DEMO_MODEL) --out benchmarks/results/load.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -31,10 +31,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,10 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
-import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.scale_corpus import (
     ScaleCorpus,
@@ -56,17 +50,13 @@ from benchmarks.scale_corpus import (
     load_or_build,
     random_images,
 )
+from benchmarks.served import TORCH_THREADS, Server
 from services.config import StoreCfg
 from services.store import IndexLayout, StoredImage, StoredSentence
 from services.store.edge import EdgeStore
 from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
 
-REPO = Path(__file__).resolve().parents[1]
 K = 10
-TORCH_THREADS = 1
-"""The server's in-process inference threads: on 2 cores shared with the store's search, two
-torch threads preempted each other (a 12-token query took 10x longer than with one)."""
 
 
 @dataclass(frozen=True)
@@ -222,74 +212,6 @@ def _allocated_bytes(folder: Path) -> int:
 # -- server ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """`python -m services --target all` over a store folder, in its own process."""
-
-    def __init__(
-        self, workdir: Path, checkpoint: str, folder: Path, store: dict[str, Any], candidates: int
-    ) -> None:
-        self.port = _free_port()
-        config = {
-            "target": "all",
-            "server": {"grpc_port": self.port, "metrics_port": None},
-            "common": {
-                "model": {"checkpoint": str(Path(checkpoint).resolve())},
-                "store": {"kind": "edge", "path": str(folder), **store},
-                "inference": {"torch_threads": TORCH_THREADS},
-            },
-            "ranker": {"candidates": candidates},
-        }
-        path = workdir / "server.yaml"
-        path.write_text(yaml.safe_dump(config))
-        self.log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services", "--config", str(path)],
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: see {workdir / 'server.log'}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start within 180 s")
-            time.sleep(0.3)
-        self.ranker = rgrpc.RankerStub(self.channel)
-
-    def rss_bytes(self, kinds: tuple[str, ...] = ("RssAnon", "RssFile")) -> int:
-        fields = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-        return sum(int(fields[k].split()[0]) * 1024 for k in kinds)
-
-    def stop(self) -> None:
-        self.channel.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
 def timed_queries(call: Any, requests: list[Any], load_s: float, clients: int = 8) -> dict:
     """One client in turn over `requests` (latency, answers), then `clients` threads for
     `load_s` seconds (throughput)."""
@@ -356,7 +278,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     empty = workdir / "empty"
     build(empty, IndexLayout(), corpus, "realistic", 0, 0)
-    server = Server(workdir, args.checkpoint, empty, {}, 100)
+    server = Server(workdir, args.checkpoint, empty, config={"ranker": {"candidates": 100}})
     baseline_rss = (server.rss_bytes(), server.rss_bytes(("RssAnon",)))
     server.stop()
 
@@ -403,7 +325,13 @@ def measure(
     sentence_queries: list[int],
 ) -> list[dict[str, Any]]:
     candidates = setting.candidates or 100  # the exact scan ignores it
-    server = Server(workdir, args.checkpoint, folder, setting.store_cfg(), candidates)
+    server = Server(
+        workdir,
+        args.checkpoint,
+        folder,
+        setting.store_cfg(),
+        {"ranker": {"candidates": candidates}},
+    )
     common = {
         "corpus": name,
         "mode": setting.mode,

@@ -10,10 +10,11 @@ Environment variables use the prefix `TERAN_` and `__` between sections, e.g.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,8 @@ from pydantic_settings import (
 from services.store.layout import FirstStage, IndexLayout, Quantization, SearchMode
 
 TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
+_HEADER_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 class TlsCfg(BaseModel):
@@ -70,6 +73,10 @@ class LimitsCfg(BaseModel):
     """Unary RPCs handled at once."""
     max_open_streams: int = Field(16, ge=1, le=1024)
     """Ingest streams open at once (each holds a thread while it is open)."""
+    search_slots: int | None = Field(None, ge=1, le=1024)
+    """Searches (and query encodings) computed at once; more wait their turn, within their
+    deadline. None: one per CPU core. Keeps a crowd of searches from taking the CPU that
+    ingestion needs (the searches' own throughput is CPU-bound either way)."""
     stream_idle_s: float = Field(60.0, gt=0, le=3600)
     """An Ingest stream that sends nothing for this long is closed (DEADLINE_EXCEEDED)."""
     default_rate_per_s: float | None = Field(None, gt=0)
@@ -112,6 +119,36 @@ class InferenceCfg(BaseModel):
     torch_threads: int | None = Field(None, ge=1, le=256)
     """Intra-op threads of in-process inference (None: torch's default, one per core). On a
     machine shared with the store's search, 1 avoids threads preempting each other."""
+    triton_tls: bool = False
+    """Reach Triton over TLS (tritonserver --grpc-use-ssl), for every model's Triton."""
+    triton_ca_file: Path | None = None
+    """The CA that signed Triton's certificate (PEM); None: the system's roots."""
+    triton_cert_file: Path | None = None
+    """This process's certificate for Triton's mutual TLS (--grpc-use-ssl-mutual)."""
+    triton_key_file: Path | None = None
+    triton_headers: dict[str, SecretStr] = {}
+    """Headers sent with every Triton call, never logged, e.g. from the environment
+    `TERAN_COMMON__INFERENCE__TRITON_HEADERS='{"triton-grpc-protocol-key": "..."}'`:
+    `--grpc-restricted-protocol=health,metadata,inference:key=...` checks that header."""
+
+    @model_validator(mode="after")
+    def _triton_channel(self) -> InferenceCfg:
+        files = (self.triton_ca_file, self.triton_cert_file, self.triton_key_file)
+        if not self.triton_tls and any(f is not None for f in files):
+            raise ValueError("common.inference: triton_*_file settings need triton_tls: true")
+        if (self.triton_cert_file is None) != (self.triton_key_file is None):
+            raise ValueError("common.inference: set triton_cert_file and triton_key_file together")
+        for key, value in self.triton_headers.items():
+            if not _HEADER_KEY.fullmatch(key) or key.startswith("grpc-"):
+                raise ValueError(
+                    f"common.inference.triton_headers: {key!r} is not a gRPC header name "
+                    "(lower case letters, digits, '-', '_', '.'; not grpc-*)"
+                )
+            if not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+                raise ValueError(
+                    f"common.inference.triton_headers[{key!r}]: the value must be printable ASCII"
+                )
+        return self
 
 
 class StoreCfg(BaseModel):
@@ -119,8 +156,15 @@ class StoreCfg(BaseModel):
     path: Path = Path("data/store")
     """edge: the embedded engine's folder."""
     url: str | None = None
-    """qdrant: server or cluster URL; None with kind=qdrant uses local mode under `path`."""
-    api_key: str | None = None
+    """qdrant: server or cluster URL (https:// for TLS); None with kind=qdrant uses local mode
+    under `path`."""
+    api_key: SecretStr | None = None
+    """Qdrant's API key (sent as the api-key header), e.g. TERAN_COMMON__STORE__API_KEY."""
+    ca_file: Path | None = None
+    """The CA that signed Qdrant's certificate (PEM) for an https:// url; None: system roots."""
+    timeout_s: int = Field(10, ge=1, le=600)
+    """Per request to Qdrant: a server that accepts but does not answer fails requests and
+    health checks (UNAVAILABLE) after this long, not after qdrant-client's default."""
     alias_ttl_s: float = Field(1.0, ge=0, le=60)
     """How long a process trusts the live alias it read; after an upgrade switches it, a
     replica keeps serving the previous version (consistently) for at most this long."""
@@ -141,6 +185,12 @@ class StoreCfg(BaseModel):
     """Shards per collection on a Qdrant cluster (the embedded engine is one shard)."""
     replication_factor: int = Field(1, ge=1, le=16)
     write_consistency_factor: int = Field(1, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _remote(self) -> StoreCfg:
+        if self.ca_file is not None and not (self.url or "").startswith("https://"):
+            raise ValueError("common.store.ca_file needs an https:// url")
+        return self
 
     def layout(self) -> IndexLayout:
         """The collections' layout these settings describe (validated there as well)."""

@@ -4,11 +4,13 @@ Ingest streams that never send) cannot stall searches, and health checks are nev
 
 The server's thread pool is sized from these limits with room to spare (`pool_size`), so the
 refusal itself always finds a thread. A request stream that sends nothing for `stream_idle_s`
-is ended with DEADLINE_EXCEEDED; what it sent before is still answered.
+is ended with DEADLINE_EXCEEDED; what it sent before is still answered. Searches take turns,
+`search_slots` at a time, so a crowd of them cannot starve ingestion of the CPU.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -21,6 +23,7 @@ from services.config import LimitsCfg
 from services.metrics import LIMITED_RPCS
 from services.rpc import Behaviour, HandlerInterceptor, method_name, rewrap
 from services.security.auth import METHOD_ROLES, OPEN
+from services.security.keys import Role
 
 SPARE_THREADS = 8
 """Threads beyond the limits: health checks and the refusals themselves."""
@@ -50,10 +53,29 @@ class Gate:
             self.held -= 1
 
 
+class Turns:
+    """At most `slots` holders at once; others wait in line, each no longer than its RPC's
+    remaining time (or `max_wait_s`)."""
+
+    def __init__(self, slots: int, max_wait_s: float = 30.0) -> None:
+        self.slots = slots
+        self.max_wait_s = max_wait_s
+        self._free = threading.BoundedSemaphore(slots)
+
+    def take(self, context: grpc.ServicerContext) -> bool:
+        remaining = context.time_remaining()
+        wait = self.max_wait_s if remaining is None else max(0.0, min(remaining, self.max_wait_s))
+        return self._free.acquire(timeout=wait)
+
+    def give(self) -> None:
+        self._free.release()
+
+
 class AdmissionInterceptor(HandlerInterceptor):
     def __init__(self, limits: LimitsCfg) -> None:
         self.unary = Gate(limits.max_concurrent_rpcs)
         self.streams = Gate(limits.max_open_streams)
+        self.searches = Turns(limits.search_slots or os.cpu_count() or 1)
         self.idle_s = limits.stream_idle_s
 
     def around(
@@ -82,12 +104,26 @@ class AdmissionInterceptor(HandlerInterceptor):
                 return request
             return _idle_guard(request, context, idle_s, method)
 
+        turns = self.searches if METHOD_ROLES.get(full) is Role.SEARCH else None
+
         def unary(behaviour: Behaviour) -> Behaviour:
             def admitted(request: Any, context: grpc.ServicerContext) -> Any:
                 if not gate.enter():
                     refuse(context)
                 try:
-                    return behaviour(guarded(request, context), context)
+                    if turns is None:
+                        return behaviour(guarded(request, context), context)
+                    if not turns.take(context):
+                        LIMITED_RPCS.labels(method, "search_slots").inc()
+                        context.abort(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"server busy: waited for one of {turns.slots} search slots "
+                            "(server.limits.search_slots) until the deadline; retry with backoff",
+                        )
+                    try:
+                        return behaviour(request, context)
+                    finally:
+                        turns.give()
                 finally:
                     gate.leave()
 
