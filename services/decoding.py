@@ -1,7 +1,9 @@
-"""The wire's own failures, given the right codes: a request that does not decode is the
-caller's mistake (INVALID_ARGUMENT naming the message type, where gRPC says INTERNAL), and a
-response too large to send is refused with its size (RESOURCE_EXHAUSTED) before gRPC drops it
-with a message the metrics would have counted as OK."""
+"""The wire's own failures, given the right codes and counted: a request that does not decode
+is the caller's mistake (INVALID_ARGUMENT, where gRPC says INTERNAL); a request over
+`server.max_message_mb` is RESOURCE_EXHAUSTED with its size, checked here so the metrics see it
+(gRPC itself only drops messages past twice the limit, `CORE_LIMIT_FACTOR`, unseen); and a
+response too large to send is refused with its size before gRPC drops it with a status the
+metrics would have counted as OK."""
 
 from __future__ import annotations
 
@@ -14,16 +16,26 @@ from google.protobuf.message import DecodeError, Message
 
 from services.rpc import Behaviour, HandlerInterceptor, rewrap
 
+CORE_LIMIT_FACTOR = 2
+"""gRPC's own receive limit, in multiples of the configured one."""
+
 
 @dataclass
 class Undecodable:
-    """Stands in for a request message that failed to decode."""
+    """Stands in for a request message that failed to decode or was too large."""
 
     problem: str
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _decoder(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _decoder(deserialize: Callable[[bytes], Any], limit: int) -> Callable[[bytes], Any]:
     def decode(data: bytes) -> Any:
+        if len(data) > limit:
+            return Undecodable(
+                f"request: {len(data)} bytes, more than the {limit} a message may carry "
+                "(server.max_message_mb)",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
         try:
             return deserialize(data)
         except (DecodeError, ValueError, TypeError, RuntimeError) as err:
@@ -34,8 +46,9 @@ def _decoder(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 class DecodingInterceptor(HandlerInterceptor):
-    def __init__(self, max_send_bytes: int) -> None:
-        self.max_send_bytes = max_send_bytes
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_send_bytes = max_message_bytes
+        self.max_receive_bytes = max_message_bytes
 
     def _check_size(self, response: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(response, Message):
@@ -59,7 +72,7 @@ class DecodingInterceptor(HandlerInterceptor):
         def requests(request: Any, context: grpc.ServicerContext) -> Any:
             if not streamed:
                 if isinstance(request, Undecodable):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
+                    context.abort(request.code, request.problem)
                 return request
             return _checked_stream(request, context)
 
@@ -76,7 +89,8 @@ class DecodingInterceptor(HandlerInterceptor):
 
             return decoded
 
-        return rewrap(handler, unary, streaming, _decoder(handler.request_deserializer))
+        decoder = _decoder(handler.request_deserializer, self.max_receive_bytes)
+        return rewrap(handler, unary, streaming, decoder)
 
 
 def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
@@ -85,7 +99,7 @@ def _checked_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> I
     for index, request in enumerate(requests):
         if isinstance(request, Undecodable):
             context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
+                request.code,
                 f"message {index} of the stream: {request.problem}",
             )
         yield request

@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.config import ServerCfg
-from services.decoding import DecodingInterceptor
+from services.decoding import CORE_LIMIT_FACTOR, DecodingInterceptor
 from services.metrics import MetricsInterceptor
 from services.security.admission import AdmissionInterceptor, pool_size
 from services.security.auth import AuthInterceptor
@@ -88,7 +88,7 @@ class GrpcServer:
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_receive_message_length", limit * CORE_LIMIT_FACTOR),
                 ("grpc.max_send_message_length", limit),
             ],
             # a backstop past the admission limits: nothing ever waits for a thread

@@ -436,3 +436,17 @@ def test_tls_and_mtls(
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         running.stop(0)
+
+
+def test_an_oversize_request_is_refused_with_its_size_and_counted(
+    server: RunningApp, secrets: dict[str, Any]
+) -> None:
+    before = _counter("teran_rpc_requests_total", method="Search", code="RESOURCE_EXHAUSTED")
+    limit = server.app.settings.server.max_message_mb << 20
+    with _channel(server, secrets["keys"]["searcher"]) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            rgrpc.RankerStub(channel).Search(rpb.SearchRequest(query="a" * (limit + 10)))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "server.max_message_mb" in info.value.details()
+    after = _counter("teran_rpc_requests_total", method="Search", code="RESOURCE_EXHAUSTED")
+    assert after == before + 1
