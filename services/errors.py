@@ -86,6 +86,10 @@ def peer_error(err: grpc.RpcError, peer: str, field: str) -> ServiceError:
         return Unavailable(f"{peer}: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(f"{peer}: {details}")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        # our deployment's fault, not the caller's: a peer that will not take this service's key
+        log.error("%s refused this service's key: %s", peer, details)
+        return Unavailable(f"{peer}: this service's key was refused (server.auth.service_key_file)")
     return ServiceError(f"{peer}: {code.name} {details}")
 
 

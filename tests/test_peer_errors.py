@@ -56,7 +56,9 @@ def address() -> Iterator[str]:
         ("UNAVAILABLE", Unavailable, False),
         ("DEADLINE_EXCEEDED", Unavailable, False),
         ("FAILED_PRECONDITION", FailedPrecondition, False),
-        ("PERMISSION_DENIED", ServiceError, False),
+        ("PERMISSION_DENIED", Unavailable, False),
+        ("UNAUTHENTICATED", Unavailable, False),
+        ("UNIMPLEMENTED", ServiceError, False),
     ],
 )
 def test_peer_status_maps_to_the_callers_error(
@@ -72,6 +74,9 @@ def test_peer_status_maps_to_the_callers_error(
     message = info.value.message
     if names_field:  # the caller's fault: its own field, the peer's reason
         assert message == f"query: peer says {code}"
+    elif code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):  # our deployment's key, not theirs
+        assert message.startswith(f"text encoder at {address}: ")
+        assert "service_key_file" in message and "peer says" not in message
     else:  # the peer's trouble: named, with what it said
         assert message.startswith(f"text encoder at {address}: ")
         assert f"peer says {code}" in message

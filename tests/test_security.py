@@ -443,10 +443,65 @@ def test_an_oversize_request_is_refused_with_its_size_and_counted(
 ) -> None:
     before = _counter("teran_rpc_requests_total", method="Search", code="RESOURCE_EXHAUSTED")
     limit = server.app.settings.server.max_message_mb << 20
-    with _channel(server, secrets["keys"]["searcher"]) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            rgrpc.RankerStub(channel).Search(rpb.SearchRequest(query="a" * (limit + 10)))
+    request = rpb.SearchRequest(query="a" * (limit + 10))
+    with (
+        _channel(server, secrets["keys"]["searcher"]) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        rgrpc.RankerStub(channel).Search(request)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "server.max_message_mb" in info.value.details()
     after = _counter("teran_rpc_requests_total", method="Search", code="RESOURCE_EXHAUSTED")
     assert after == before + 1
+
+
+def test_services_authenticate_to_each_other_with_the_service_key(
+    checkpoint: Path, tmp_path: Path, secrets: dict[str, Any]
+) -> None:
+    """Split mode: a text encoder that takes keys only, a ranker that reaches it with its
+    service key; without the key the ranker's searches are UNAVAILABLE, never INTERNAL."""
+    keys = {"keys_file": str(secrets["path"])}
+    text = start(
+        load_settings(
+            None,
+            target="text_encoder",
+            common={
+                "model": {"checkpoint": str(checkpoint)},
+                "store": {"path": str(tmp_path / "t")},
+            },
+            server={"grpc_port": 0, "metrics_port": None, "auth": keys},
+        )
+    )
+    service_key = tmp_path / "service-key"
+    service_key.write_text(secrets["keys"]["searcher"] + "\n")
+    try:
+        for key_file, expected in (
+            (service_key, grpc.StatusCode.OK),
+            (None, grpc.StatusCode.UNAVAILABLE),
+        ):
+            search = start(
+                load_settings(
+                    None,
+                    target="search",
+                    common={"model": {"checkpoint": str(checkpoint)},
+                            "store": {"path": str(tmp_path / f"s{expected.name}")}},
+                    server={"grpc_port": 0, "metrics_port": None,
+                            "auth": {**keys, "service_key_file": key_file}},
+                    ranker={"text_encoder_url": text.address},
+                )
+            )  # fmt: skip
+            try:
+                with _channel(search, secrets["keys"]["searcher"]) as channel:
+                    stub = rgrpc.RankerStub(channel)
+                    request = rpb.SearchRequest(query="a red circle")
+                    if expected == grpc.StatusCode.OK:
+                        assert stub.Search(request, timeout=10).model_version
+                    else:
+                        with pytest.raises(grpc.RpcError) as info:
+                            stub.Search(request, timeout=10)
+                        assert info.value.code() == expected
+                        assert "service_key_file" in info.value.details()
+            finally:
+                search.stop(0)
+    finally:
+        text.stop(0)
