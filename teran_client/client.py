@@ -443,24 +443,26 @@ class TeranClient:
 
     def ingest_sentences(
         self, sentences: Iterable[tuple[str, str] | tuple[str, str, Mapping[str, Any]]]
-    ) -> int:
-        """Add (id, text[, payload]) sentences, in requests of at most 256; returns how many."""
+    ) -> list[IngestResult]:
+        """Add (id, text[, payload]) sentences, in requests of at most 256: one result per
+        sentence, in order; a bad sentence fails alone (its result says why)."""
         batch: list[rk_pb.Sentence] = []
-        stored = 0
+        results: list[IngestResult] = []
         for entry in sentences:
             sid, text = entry[0], entry[1]
             payload: Mapping[str, Any] = entry[2] if len(entry) == 3 else {}
             batch.append(rk_pb.Sentence(id=sid, text=text, payload=_struct(payload)))
             if len(batch) == SENTENCES_PER_REQUEST:
-                stored += self._ingest_sentence_batch(batch)
+                results += self._ingest_sentence_batch(batch)
                 batch = []
         if batch:
-            stored += self._ingest_sentence_batch(batch)
-        return stored
+            results += self._ingest_sentence_batch(batch)
+        return results
 
-    def _ingest_sentence_batch(self, batch: list[rk_pb.Sentence]) -> int:
+    def _ingest_sentence_batch(self, batch: list[rk_pb.Sentence]) -> list[IngestResult]:
         request = rk_pb.IngestSentencesRequest(sentences=batch)
-        return int(self._call(self._ranker.IngestSentences, request).stored)
+        response = self._call(self._ranker.IngestSentences, request)
+        return [IngestResult(r.id, r.stored, r.code, r.message) for r in response.results]
 
     def delete(
         self, image_ids: Iterable[str] = (), sentence_ids: Iterable[str] = ()

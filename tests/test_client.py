@@ -183,10 +183,14 @@ def test_delete_not_found_and_stats(client: TeranClient) -> None:
 def test_sentences_round_trip(client: TeranClient, base: list[str]) -> None:
     before = client.stats().sentences
     texts = SCENES.captions(0)[:3]
-    stored = client.ingest_sentences(
-        [("sent/0", texts[0], {"lang": "en"}), ("sent/1", texts[1]), ("sent/2", texts[2])]
-    )
-    assert stored == 3 and client.stats().sentences == before + 3
+    results = client.ingest_sentences(
+        [("sent/0", texts[0], {"lang": "en"}), ("sent/bad", ""), ("sent/1", texts[1]),
+         ("sent/2", texts[2])]
+    )  # fmt: skip
+    assert [r.id for r in results] == ["sent/0", "sent/bad", "sent/1", "sent/2"]
+    assert [r.stored for r in results] == [True, False, True, True]
+    assert results[1].status == "INVALID_ARGUMENT" and "sentences[1]" in results[1].message
+    assert client.stats().sentences == before + 3
     by_id = client.search_sentences(image_id="base/0", top_k=3)
     by_bytes = client.search_sentences(image=png(0), top_k=3, filter={"lang": "en"})
     assert {h.id for h in by_id.hits} <= {"sent/0", "sent/1", "sent/2"} and by_id.hits
