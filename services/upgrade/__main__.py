@@ -1,11 +1,13 @@
 """`python -m services.upgrade`: the model-upgrade command (also the chart's upgrade Job).
 
-    python -m services.upgrade status --address HOST:PORT
-    python -m services.upgrade run --address HOST:PORT [--to VERSION] [--grace-s 5]
+    python -m services.upgrade [SECURITY] status --address HOST:PORT
+    python -m services.upgrade [SECURITY] run --address HOST:PORT [--to VERSION] [--grace-s 5]
         [--no-switch] [--wait-rollout --namespace NS --selector app.kubernetes.io/instance=R]
-    python -m services.upgrade drop --address HOST:PORT --version VERSION
+    python -m services.upgrade [SECURITY] drop --address HOST:PORT --version VERSION
 
 HOST:PORT is a server hosting the Admin service: the image encoder, or the single process.
+SECURITY, before the command: `--api-key` (or env TERAN_API_KEY; a key with the admin role) and
+`--tls`, `--ca-file`, `--cert-file`/`--key-file` (mTLS), `--server-name`, as teran_client takes.
 With --wait-rollout the command first waits (Kubernetes API, the pod's service account) until
 every Deployment and StatefulSet of the release has rolled out, so that every replica loads the
 new version before the aliases move. Exit status: 0 done, 1 the upgrade failed, 2 bad usage.
@@ -14,6 +16,7 @@ new version before the aliases move. Exit status: 0 done, 1 the upgrade failed, 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import grpc
@@ -21,6 +24,7 @@ import typer
 
 from teran.v1 import admin_pb2 as pb
 from teran.v1 import admin_pb2_grpc as pb_grpc
+from teran_client.channels import ChannelSecurity, open_channel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 PHASES = {value: name.lower() for name, value in pb.UpgradeProgress.Phase.items()}
@@ -29,8 +33,37 @@ REPORT_EVERY_S = 5.0
 Address = Annotated[str, typer.Option(help="HOST:PORT of the Admin service")]
 
 
-def _stub(address: str) -> pb_grpc.AdminStub:
-    return pb_grpc.AdminStub(grpc.insecure_channel(address))
+def _pem(help: str) -> typer.models.OptionInfo:
+    return typer.Option(exists=True, dir_okay=False, help=help)
+
+
+@app.callback()
+def channel_security(
+    ctx: typer.Context,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TERAN_API_KEY", help="a key with the admin role, sent as Bearer"),
+    ] = None,
+    tls: Annotated[bool, typer.Option(help="TLS; implied by --ca-file and --cert-file")] = False,
+    ca_file: Annotated[Path | None, _pem("PEM roots that signed the server's certificate")] = None,
+    cert_file: Annotated[Path | None, _pem("this client's certificate (mTLS)")] = None,
+    key_file: Annotated[Path | None, _pem("the client certificate's key")] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="the name in the server's certificate, if not the host")
+    ] = None,
+) -> None:
+    """Run and inspect model upgrades through the Admin service."""
+    if (cert_file is None) != (key_file is None):
+        raise typer.BadParameter(
+            "give --cert-file and --key-file together", param_hint="--cert-file"
+        )
+    # a key read from a file or a Secret often ends in a newline, which metadata cannot carry
+    key = (api_key or "").strip() or None
+    ctx.obj = ChannelSecurity(key, tls, ca_file, cert_file, key_file, server_name)
+
+
+def _stub(ctx: typer.Context, address: str) -> pb_grpc.AdminStub:
+    return pb_grpc.AdminStub(open_channel(address, ctx.find_object(ChannelSecurity)))
 
 
 def _fail(err: grpc.RpcError) -> typer.Exit:
@@ -39,10 +72,10 @@ def _fail(err: grpc.RpcError) -> typer.Exit:
 
 
 @app.command()
-def status(address: Address = "127.0.0.1:50051") -> None:
+def status(ctx: typer.Context, address: Address = "127.0.0.1:50051") -> None:
     """The live version and every version loaded here or held by the store."""
     try:
-        reply = _stub(address).Status(pb.StatusRequest(), timeout=60)
+        reply = _stub(ctx, address).Status(pb.StatusRequest(), timeout=60)
     except grpc.RpcError as err:
         raise _fail(err) from err
     typer.echo(
@@ -61,6 +94,7 @@ def status(address: Address = "127.0.0.1:50051") -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     address: Address = "127.0.0.1:50051",
     to: Annotated[
         str, typer.Option(help="version to move to; empty: the loaded version that is not live")
@@ -88,7 +122,7 @@ def run(
     last: tuple[int, int] | None = None
     reported = 0.0
     try:
-        for p in _stub(address).Upgrade(request):
+        for p in _stub(ctx, address).Upgrade(request):
             now = time.monotonic()
             if (p.phase, p.total) != last or now - reported >= REPORT_EVERY_S or p.done == p.total:
                 live = f" (live: {p.live_version})" if p.live_version else ""
@@ -100,12 +134,13 @@ def run(
 
 @app.command()
 def drop(
+    ctx: typer.Context,
     version: Annotated[str, typer.Option(help="the version whose collections to delete")],
     address: Address = "127.0.0.1:50051",
 ) -> None:
     """Delete an old version's collections (never the live one)."""
     try:
-        _stub(address).DropVersion(pb.DropVersionRequest(model_version=version), timeout=300)
+        _stub(ctx, address).DropVersion(pb.DropVersionRequest(model_version=version), timeout=300)
     except grpc.RpcError as err:
         raise _fail(err) from err
     typer.echo(f"dropped {version}")
