@@ -40,7 +40,7 @@ from helm_python import Chart, HelmError, lint
 from prometheus_client.metrics import MetricWrapperBase
 
 import services.metrics
-from services.config import CommonCfg, ModelCfg, StoreCfg, load_settings
+from services.config import CommonCfg, ModelCfg, ServerCfg, StoreCfg, load_settings
 from services.main import RunningApp, start
 from teran import create_model
 from teran.checkpoint import save_checkpoint
@@ -55,7 +55,10 @@ RELEASE = "teran"
 NAMESPACE = "search"
 KUBE_VERSIONS = ("1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0")
 
-VALUE_SETS: dict[str, dict[str, Any]] = {"defaults": {}} | {
+OPEN: dict[str, Any] = {"security": {"allowInsecure": True}}
+"""The chart's defaults require API keys and TLS (validate.yaml refuses to render without them):
+"defaults" and the variations of the defaults the tests render are the defaults opted out."""
+VALUE_SETS: dict[str, dict[str, Any]] = {"defaults": OPEN} | {
     path.name.removesuffix("-values.yaml"): yaml.safe_load(path.read_text()) or {}
     for path in sorted((CHART / "ci").glob("*-values.yaml"))
 }
@@ -75,6 +78,8 @@ SERVICES = {
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MONITORING_CRDS = {"ServiceMonitor", "PrometheusRule"}
 """Prometheus Operator kinds: no bundled schema; checked by structure and promtool instead."""
+CERT_MANAGER_CRDS = {"Certificate"}
+"""cert-manager's kind: no bundled schema; checked by structure (tests/test_helm_security.py)."""
 API_KEY_ENV = "TERAN_COMMON__STORE__API_KEY"
 RELEASE_PEER = {
     "podSelector": {
@@ -139,9 +144,26 @@ class Rendered:
         return parsed
 
 
+def merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` over `base`, mappings merged key by key (as Helm merges values files)."""
+    out = dict(base)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def render(
-    values: dict[str, Any] | None = None, name: str = RELEASE, revision: int | None = None
+    values: dict[str, Any] | None = None,
+    name: str = RELEASE,
+    revision: int | None = None,
+    base: dict[str, Any] = OPEN,
 ) -> Rendered:
+    """The chart rendered with `values` over `base` (the defaults opted out of security; {}
+    renders `values` alone)."""
+    values = merged(base, values or {})
     with Chart.load(CHART) as chart:
         files = chart.render(values=values, name=name, namespace=NAMESPACE, revision=revision)
     docs = [
@@ -156,7 +178,7 @@ def render(
 
 @functools.cache
 def rendered(value_set: str) -> Rendered:
-    return render(VALUE_SETS[value_set])
+    return render(VALUE_SETS[value_set], base={})
 
 
 def chart_values() -> dict[str, Any]:
@@ -181,6 +203,66 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def port_of(c: dict[str, Any], name: str) -> int:
     return int(next(p["containerPort"] for p in c["ports"] if p["name"] == name))
+
+
+def secret_files(spec: dict[str, Any], c: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The files a container sees from Secret volumes, path -> (Secret, key); every such mount
+    read-only and a whole folder (a subPath mount never sees the Secret's updates)."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    files = {}
+    for m in c["volumeMounts"]:
+        secret = volumes[m["name"]].get("secret")
+        if secret is None:
+            continue
+        assert m.get("readOnly") is True and "subPath" not in m, (c["name"], m)
+        for item in secret["items"]:
+            files[f"{m['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+def security_values(value_set: str) -> dict[str, Any]:
+    return merged(chart_values()["security"], VALUE_SETS[value_set].get("security", {}))
+
+
+def tls_secret(security: dict[str, Any]) -> str:
+    """The Secret the services' certificate is in: the existing one, or the Certificate's."""
+    tls = security["tls"]
+    return tls["existingSecret"] or (f"{RELEASE}-tls" if tls["certManager"]["enabled"] else "")
+
+
+def expected_secret_files(
+    value_set: str, target: str, server: ServerCfg
+) -> dict[str, tuple[str, str]]:
+    """What the config of `target` reads from Secrets, path -> (Secret, key), checking on the
+    way that each setting is there exactly when the values turn it on."""
+    security = security_values(value_set)
+    auth, tls = server.auth, server.tls
+    assert auth.allow_insecure is security["allowInsecure"]
+    assert auth.reflection == security["reflection"]
+    files: dict[Path | None, tuple[str, str]] = {}
+
+    def expect(path: Path | None, ref: dict[str, str] | None) -> None:
+        assert (path is not None) == bool(ref and ref["existingSecret"]), (target, path)
+        if ref and path is not None:
+            files[path] = (ref["existingSecret"], ref["existingSecretKey"])
+
+    expect(auth.keys_file, security["apiKeys"])
+    expect(auth.service_key_file, security["serviceKey"] if target == "ranker" else None)
+    secret = tls_secret(security)
+    mutual = security["tls"]["mutual"] and target in ("image_encoder", "text_encoder")
+    assert (server.health_port is not None) == bool(secret), target
+    if not secret:
+        assert tls == type(tls)(), target
+        return {str(p): ref for p, ref in files.items()}
+    assert server.health_port == VALUE_SETS[value_set].get("ports", {}).get("health", 50052)
+    files[tls.cert_file] = (secret, "tls.crt")
+    files[tls.key_file] = (secret, "tls.key")
+    assert (tls.peer_ca_file is not None) == (target != "all"), target  # the ranker's peers
+    assert (tls.client_ca_file is not None) == mutual, target
+    for ca in (tls.peer_ca_file, tls.client_ca_file):
+        if ca is not None:
+            files[ca] = (secret, "ca.crt")
+    return {str(p): ref for p, ref in files.items()}
 
 
 def standby_entry(triton: bool) -> dict[str, str]:
@@ -222,8 +304,9 @@ def test_value_sets_are_the_documented_ones() -> None:
         "upgrade",
         "monolith-upgrade",
         "qdrant-cluster",
+        "secure",
     }
-    assert UPGRADE_SETS == ["monolith-upgrade", "upgrade"]
+    assert UPGRADE_SETS == ["monolith-upgrade", "secure", "upgrade"]
 
 
 # --- chart metadata, lint, schema ---------------------------------------------------------
@@ -365,10 +448,12 @@ def test_manifests_validate_strictly(value_set: str) -> None:
                 no_schema.add(doc["kind"])
             except kubernetes_validate.ValidationError as e:
                 pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} on {version}: {e.message}")
-    assert no_schema <= MONITORING_CRDS
+    assert no_schema <= MONITORING_CRDS | CERT_MANAGER_CRDS
     for doc in r.docs:
         if doc["kind"] in MONITORING_CRDS:
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+        if doc["kind"] in CERT_MANAGER_CRDS:
+            assert doc["apiVersion"] == "cert-manager.io/v1"
 
 
 # --- the services ---------------------------------------------------------------------------
@@ -443,8 +528,9 @@ def test_each_service_has_its_own_block() -> None:
 def test_config_loads_in_the_services(
     value_set: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ConfigMap is a valid services/config.py file for every target the chart runs, and its
-    addresses are the rendered Services."""
+    """The ConfigMap is a valid services/config.py file for every target the chart runs (with
+    the container's own TERAN_* settings), its addresses are the rendered Services, and every
+    key and certificate path it names is a file mounted from the right Secret, and no other."""
     for var in [v for v in os.environ if v.startswith("TERAN_")]:
         monkeypatch.delenv(var)
     r = rendered(value_set)
@@ -481,8 +567,17 @@ def test_config_loads_in_the_services(
         ports = {p["name"]: p["port"] for p in services[host]["spec"]["ports"]}
         assert ports[port_name] == int(port), host_port
 
-    for target in targets.values():
-        settings = load_settings(path, target=target)
+    for name, target in targets.items():
+        dep = r.one("Deployment", name)
+        c = container(dep)
+        with monkeypatch.context() as env:
+            for var in c["env"]:
+                if var["name"].startswith("TERAN_") and "value" in var:
+                    env.setenv(var["name"], var["value"])
+            settings = load_settings(path, target=target)
+        assert secret_files(dep["spec"]["template"]["spec"], c) == expected_secret_files(
+            value_set, target, settings.server
+        )
         assert settings.server.host == "0.0.0.0"
         assert settings.server.grpc_port == 50051 and settings.server.metrics_port == 9464
         assert str(settings.common.model.checkpoint) == "/models/checkpoint"
@@ -599,6 +694,7 @@ def test_network_policy_exposes_only_the_ranker() -> None:
     ):
         r = rendered(value_set)
         extra = VALUE_SETS[value_set].get("networkPolicy", {}).get("metricsFrom", [])
+        probes = VALUE_SETS[value_set].get("networkPolicy", {}).get("healthFrom", [])
         policies = {
             p["spec"]["podSelector"]["matchLabels"][COMPONENT_LABEL]: p
             for p in r.of("NetworkPolicy")
@@ -616,6 +712,8 @@ def test_network_policy_exposes_only_the_ranker() -> None:
                     assert rule["from"] == [{"podSelector": {"matchLabels": QDRANT_LABELS}}]
                 elif ports == ["metrics"]:
                     assert rule["from"] == [RELEASE_PEER, *extra], (value_set, component)
+                elif ports == ["health"]:  # only networkPolicy.healthFrom, never the release
+                    assert probes and rule["from"] == probes, (value_set, component)
                 else:
                     assert rule["from"] == [RELEASE_PEER], (value_set, component, rule)
         # every pod of the release is behind a policy

@@ -13,7 +13,15 @@ A service's Deployment: one `python -m services --target <target>` per pod.
 {{- $v := .values }}
 {{- $ctx := dict "root" $root "component" .component }}
 {{- $monolith := eq .target "all" }}
-{{- $grpcPort := $root.Values.ports.grpc -}}
+{{- $grpcPort := $root.Values.ports.grpc }}
+{{- $security := $root.Values.security }}
+{{- $secrets := include "teran.security.dir" $root }}
+{{- $tls := include "teran.tls.enabled" $root }}
+{{- /* TLS on: the kubelet's gRPC probes speak neither TLS nor keys, so they use ports.health. */}}
+{{- $probePort := ternary $root.Values.ports.health $grpcPort (not (empty $tls)) }}
+{{- $keysSecret := $security.apiKeys.existingSecret }}
+{{- $serviceKey := and (eq .target "ranker") $security.serviceKey.existingSecret }}
+{{- $clientCa := and (include "teran.tls.mutual" $root) (has .target (list "image_encoder" "text_encoder")) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -99,6 +107,16 @@ spec:
                   name: {{ include "teran.qdrant.secretName" $root }}
                   key: {{ $root.Values.qdrant.apiKey.existingSecretKey }}
             {{- end }}
+            {{- if $serviceKey }}
+            # The key the ranker sends to the encoders; only the ranker mounts it.
+            - name: TERAN_SERVER__AUTH__SERVICE_KEY_FILE
+              value: {{ printf "%s/service-key/%s" $secrets $security.serviceKey.existingSecretKey }}
+            {{- end }}
+            {{- if $clientCa }}
+            # mTLS: the ranker and the upgrade Job must present a certificate ca.crt signed.
+            - name: TERAN_SERVER__TLS__CLIENT_CA_FILE
+              value: {{ printf "%s/tls/ca.crt" $secrets }}
+            {{- end }}
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -109,12 +127,17 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.ports.metrics }}
               protocol: TCP
+            {{- if $tls }}
+            - name: health
+              containerPort: {{ $root.Values.ports.health }}
+              protocol: TCP
+            {{- end }}
           {{- with $v.probes.startup }}
           {{- if .enabled }}
           # Loading the model takes a while: liveness and readiness wait for the first SERVING.
           startupProbe:
             grpc:
-              port: {{ $grpcPort }}
+              port: {{ $probePort }}
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
@@ -122,7 +145,7 @@ spec:
           {{- if .enabled }}
           readinessProbe:
             grpc:
-              port: {{ $grpcPort }}
+              port: {{ $probePort }}
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
@@ -132,7 +155,7 @@ spec:
             # "liveness" stays SERVING while the process runs: a Triton or Qdrant outage
             # turns readiness off, it must not restart healthy pods
             grpc:
-              port: {{ $grpcPort }}
+              port: {{ $probePort }}
               service: liveness
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
@@ -168,6 +191,21 @@ spec:
             - name: store
               mountPath: /data
             {{- end }}
+            {{- if $keysSecret }}
+            - name: api-keys
+              mountPath: {{ $secrets }}/keys
+              readOnly: true
+            {{- end }}
+            {{- if $tls }}
+            - name: tls
+              mountPath: {{ $secrets }}/tls
+              readOnly: true
+            {{- end }}
+            {{- if $serviceKey }}
+            - name: service-key
+              mountPath: {{ $secrets }}/service-key
+              readOnly: true
+            {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
@@ -202,6 +240,19 @@ spec:
           persistentVolumeClaim:
             claimName: {{ $v.persistence.existingClaim | default (include "teran.componentName" (dict "root" $root "component" "store")) }}
         {{- end }}
+        {{- if $keysSecret }}
+        # The keys file (hashes and roles); the servers re-read it when the Secret changes.
+        {{- include "teran.security.volume" (dict "volume" "api-keys" "secret" $keysSecret "items" (list $security.apiKeys.existingSecretKey)) | nindent 8 }}
+        {{- end }}
+        {{- if $tls }}
+        # tls.crt, tls.key, and ca.crt to trust the peers (not the monolith's: it has none); the
+        # servers re-read them when cert-manager renews the Secret.
+        {{- $files := ternary (list "tls.crt" "tls.key") (list "tls.crt" "tls.key" "ca.crt") $monolith }}
+        {{- include "teran.security.volume" (dict "volume" "tls" "secret" (include "teran.tls.secretName" $root) "items" $files) | nindent 8 }}
+        {{- end }}
+        {{- if $serviceKey }}
+        {{- include "teran.security.volume" (dict "volume" "service-key" "secret" $serviceKey "items" (list $security.serviceKey.existingSecretKey)) | nindent 8 }}
+        {{- end }}
 {{- end }}
 
 {{/*
@@ -228,7 +279,10 @@ spec:
       port: {{ .values.service.port }}
       targetPort: grpc
       protocol: TCP
+      {{- if not (include "teran.tls.enabled" $root) }}
+      {{- /* HTTP/2 in cleartext; with TLS there is no standard name, so none is claimed. */}}
       appProtocol: kubernetes.io/h2c
+      {{- end }}
     - name: metrics
       port: {{ $root.Values.ports.metrics }}
       targetPort: metrics

@@ -170,8 +170,74 @@ when none is given), for an external one when a key or a Secret is given.
 {{- end }}
 
 {{/*
+Where the security Secrets are mounted (read-only folders, never subPath: a subPath mount does
+not follow the Secret's updates): <dir>/keys, <dir>/tls, <dir>/service-key, <dir>/admin-key.
+*/}}
+{{- define "teran.security.dir" -}}
+/var/run/secrets/teran
+{{- end }}
+
+{{/*
+"true" when the services serve TLS: an existing Secret or a cert-manager Certificate.
+*/}}
+{{- define "teran.tls.enabled" -}}
+{{- with .Values.security.tls }}
+{{- if or .existingSecret .certManager.enabled }}
+{{- true }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The kubernetes.io/tls Secret the services mount: the existing one, else the Certificate's.
+*/}}
+{{- define "teran.tls.secretName" -}}
+{{- default (printf "%s-tls" (include "teran.fullname" .)) .Values.security.tls.existingSecret }}
+{{- end }}
+
+{{/*
+"true" with mTLS between the services (security.tls.mutual, microservices only).
+*/}}
+{{- define "teran.tls.mutual" -}}
+{{- if and (include "teran.tls.enabled" .) .Values.security.tls.mutual (eq .Values.mode "microservices") }}
+{{- true }}
+{{- end }}
+{{- end }}
+
+{{/*
+The components whose Services the certificate must name: the public one and every service the
+ranker, the test Pod or the upgrade Job dials.
+*/}}
+{{- define "teran.tls.components" -}}
+{{- if eq .Values.mode "monolith" }}
+{{- list "monolith" | toJson }}
+{{- else }}
+{{- list "ranker" "image-encoder" "text-encoder" | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Secret volume for one security Secret, read-only files for the pods' group (fsGroup).
+Call with (dict "volume" "keys" "secret" "teran-api-keys"), "items" optional (a list of keys).
+*/}}
+{{- define "teran.security.volume" -}}
+- name: {{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+    {{- with .items }}
+    items:
+      {{- range . }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+    {{- end }}
+{{- end }}
+
+{{/*
 The services' YAML configuration (services/config.py): the chart's topology (listen address,
-ports, model paths, inference backend, store, peers) merged with .Values.config.
+ports, model paths, inference backend, store, peers) and security (key and certificate paths,
+never their contents) merged with .Values.config.
 */}}
 {{- define "teran.config" -}}
 {{- $monolith := eq .Values.mode "monolith" }}
@@ -198,6 +264,23 @@ ports, model paths, inference backend, store, peers) merged with .Values.config.
 {{- $images := include "teran.componentName" (dict "root" . "component" "image-encoder") }}
 {{- $_ := set $ranker "text_encoder_url" (printf "%s:%v" $text .Values.textEncoder.service.port) }}
 {{- $_ := set $ranker "image_encoder_url" (printf "%s:%v" $images .Values.imageEncoder.service.port) }}
+{{- end }}
+{{- $secrets := include "teran.security.dir" . }}
+{{- $auth := dict "allow_insecure" .Values.security.allowInsecure "reflection" .Values.security.reflection }}
+{{- with .Values.security.apiKeys }}
+{{- if .existingSecret }}
+{{- $_ := set $auth "keys_file" (printf "%s/keys/%s" $secrets .existingSecretKey) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $server "auth" $auth }}
+{{- if include "teran.tls.enabled" . }}
+{{- $tls := dict "cert_file" (printf "%s/tls/tls.crt" $secrets) "key_file" (printf "%s/tls/tls.key" $secrets) }}
+{{- if not $monolith }}
+{{- /* The ranker dials its peers over TLS, presenting this certificate (mTLS when they ask). */}}
+{{- $_ := set $tls "peer_ca_file" (printf "%s/tls/ca.crt" $secrets) }}
+{{- end }}
+{{- $_ := set $server "tls" $tls }}
+{{- $_ := set $server "health_port" .Values.ports.health }}
 {{- end }}
 {{- $user := .Values.config }}
 {{- $common := dict "model" $model "inference" (merge $inference (dig "inference" dict $user)) "store" $store }}
