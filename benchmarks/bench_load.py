@@ -234,7 +234,7 @@ def _deleter(
 ) -> None:
     while time.monotonic() + args.delete_every_s < stop_at:
         time.sleep(args.delete_every_s)
-        ids = []
+        ids: list[str] = []
         while len(ids) < 2 and not ingested.empty():
             ids.append(ingested.get())
         if ids:

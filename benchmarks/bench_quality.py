@@ -72,7 +72,7 @@ def rouge_relevance(captions: list[str], path: Path) -> Relevance:
 
 def learning_curve(run: Path) -> list[dict[str, float]]:
     """(training minutes, step, validation rsum) of every validation of a run."""
-    out = []
+    out: list[dict[str, float]] = []
     for line in (run / "val.jsonl").read_text().splitlines():
         record = json.loads(line)
         if "val" in record and not (out and out[-1]["step"] == record["step"]):

@@ -4,6 +4,7 @@ the shipped demo model's explanations on held-out synthetic scenes."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_word_aligned_elsewhere_fails() -> None:
     assert hits.tolist() == [True, False]
     result = PointingResult()
     result.add(targets, hits, float(chance_hits(GRID, targets).sum()))
-    report = result.to_dict()
+    report: dict[str, Any] = result.to_dict()
     assert report["accuracy"] == 0.5
     assert report["chance"] == 0.25  # one cell of four has its centre on the object
     assert report["by_kind"] == {
@@ -86,7 +87,7 @@ def test_synthetic_words_name_their_objects() -> None:
 
 
 @pytest.fixture(scope="module")
-def held_out_scenes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def held_out_scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
     model, tokenizer = load_checkpoint(DEMO_MODEL)
     source = synthetic_split(
         "test", 40, 11, model.cfg, tmp_path_factory.mktemp("cache"), progress=False
@@ -94,12 +95,14 @@ def held_out_scenes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     return model, tokenizer, source
 
 
-def test_demo_model_points_at_named_objects_far_above_chance(held_out_scenes) -> None:  # type: ignore[no-untyped-def]
+def test_demo_model_points_at_named_objects_far_above_chance(
+    held_out_scenes: tuple[Any, Any, Any],
+) -> None:
     """The shipped model's figure is 63 % on the benchmark's 1,000 test scenes (the issue's
     target, 80 %, is not reached: see the README); here, other scenes, a floor well below it."""
     model, tokenizer, source = held_out_scenes
     result = evaluate_pointing(model, tokenizer, source, synthetic_targets(source.source))
-    report = result.to_dict()
+    report: dict[str, Any] = result.to_dict()
     assert result.words > 300
     assert set(report["by_kind"]) == {"colour", "shape"}
     assert report["chance"] < 0.15

@@ -219,7 +219,7 @@ def test_idle_streams_cannot_stall_searches_or_health(
             deadline = time.monotonic() + 10
             refused: list[Any] = []
             while time.monotonic() < deadline and len(refused) < 9:
-                refused = [c for c in calls if c.done() and c.code() == exhausted]  # type: ignore[attr-defined]
+                refused = [c for c in calls if c.done() and c.code() == exhausted]
                 time.sleep(0.05)
             assert len(refused) == 9, "every stream past the limit is refused at once"
             assert "max_open_streams" in refused[0].details()
@@ -233,7 +233,7 @@ def test_idle_streams_cannot_stall_searches_or_health(
         finally:
             release.set()
             for call in calls:
-                call.cancel()  # type: ignore[attr-defined]
+                call.cancel()
 
 
 def test_an_idle_stream_is_closed_after_answering_what_it_sent(
@@ -288,9 +288,9 @@ def test_a_cancelled_stream_is_counted_as_cancelled(
 
     with _channel(server, secrets["keys"]["root"]) as channel:
         call = igrpc.ImageEncoderStub(channel).Ingest(one_then_wait())
-        first = next(call)  # type: ignore[call-overload]
+        first = next(call)
         assert not first.stored
-        call.cancel()  # type: ignore[attr-defined]
+        call.cancel()
         hold.set()
     deadline = time.monotonic() + 20  # the handler notices within a second; slack for load
     while time.monotonic() < deadline:
