@@ -157,10 +157,10 @@ class _Encoders:
 
     def __init__(self, checkpoint: Path) -> None:
         from services.config import ImageEncoderCfg
-        from services.image_encoder.encoding import ImageEncoding
+        from services.core.images import ImageEncoding
+        from services.core.text import TextEncoding
         from services.inference.inprocess import InProcessBackend
         from services.inference.models import ServedModels
-        from services.text_encoder.encoding import TextEncoding
         from teran.checkpoint import load_tokenizer
 
         backend = InProcessBackend(checkpoint)
@@ -171,11 +171,11 @@ class _Encoders:
         self.models = models
 
     def encode_images(self, pictures: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        from services.image_encoder.encoding import ImageInput
+        from services.core.images import Picture
 
         regions, boxes = [], None
         for start in range(0, len(pictures), ENCODE_BATCH):
-            batch = [ImageInput(picture=p) for p in pictures[start : start + ENCODE_BATCH]]
+            batch = [Picture(p) for p in pictures[start : start + ENCODE_BATCH]]
             for e in self.images.encode(batch):
                 regions.append(e.regions)
                 boxes = e.boxes

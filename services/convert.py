@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import struct_pb2
 
+from services.core.images import ImageQuery, Regions
 from services.errors import InvalidArgument
 from services.store.filters import RESERVED_PREFIX
 from teran.v1 import common_pb2
@@ -144,3 +145,26 @@ def check_ids(ids: Iterable[str], field: str) -> list[str]:
 
 def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def to_image_query(message: Any, member: str | None, field: str) -> tuple[ImageQuery, str]:
+    """The `image` or `regions` member of a request or stream item as the domain's image, and
+    the field that names it in errors (`items[3].image`)."""
+    if member == "image":
+        return bytes(message.image), f"{field}.image"
+    if member == "regions":
+        name = f"{field}.regions"
+        features = from_matrix(message.regions.features, f"{name}.features")
+        boxes = from_boxes(message.regions.boxes, features.shape[0], f"{name}.boxes")
+        return Regions(features, boxes), name
+    raise InvalidArgument(field, "set image or regions")
+
+
+def from_image_query(query: ImageQuery) -> dict[str, Any]:
+    """The domain's image as the `image` or `regions` member of a request (keyword arguments)."""
+    if isinstance(query, Regions):
+        regions = common_pb2.RegionFeatures(
+            features=to_matrix(query.features), boxes=to_boxes(query.boxes)
+        )
+        return {"regions": regions}
+    return {"image": query}

@@ -94,8 +94,8 @@ def _store(app: App) -> Any:
 
 
 def _text(app: App) -> Any:
+    from services.core.text import TextEncoding
     from services.text_encoder.client import TextEncoderClient
-    from services.text_encoder.encoding import TextEncoding
     from teran.checkpoint import load_tokenizer
 
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
@@ -109,8 +109,8 @@ def _text(app: App) -> Any:
 
 
 def _images(app: App) -> Any:
+    from services.core.images import ImageEncoding
     from services.image_encoder.client import ImageEncoderClient
-    from services.image_encoder.encoding import ImageEncoding
 
     if app.hosts(IMAGE_ENCODER) or app.settings.ranker.image_encoder_url is None:
         return ImageEncoding(app.components[INFERENCE], app.settings.image_encoder)

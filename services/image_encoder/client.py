@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 import numpy as np
 
-from services.convert import from_matrix
+from services.convert import from_image_query, from_matrix
+from services.core.images import EncodedImage, ImageQuery
 from services.errors import check_model, peer_error
-from services.image_encoder.encoding import EncodedImage
 from services.metrics import timed
 from teran.v1 import image_encoder_pb2 as pb
 from teran.v1 import image_encoder_pb2_grpc as pb_grpc
@@ -27,16 +25,14 @@ class ImageEncoderClient:
         self.timeout_s = timeout_s
 
     def encode_query(
-        self, source: str, message: Any, field: str, version: str | None = None
+        self, query: ImageQuery, field: str, version: str | None = None
     ) -> EncodedImage:
-        request = pb.EncodeImageRequest(
-            **{source: getattr(message, source)}, model_version=version or ""
-        )
+        request = pb.EncodeImageRequest(**from_image_query(query), model_version=version or "")
         try:
             with timed("image_encoder", "EncodeImage"):
                 response = self.stub.EncodeImage(request, timeout=self.timeout_s)
         except grpc.RpcError as err:
-            raise peer_error(err, self.peer, f"{field}.{source}") from err
+            raise peer_error(err, self.peer, field) from err
         check_model(self.peer, response.model_version, version)
         boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in response.boxes], dtype=np.float32)
         return EncodedImage(

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.convert import check_id, check_payload, to_boxes, to_matrix
+from services.convert import check_id, check_payload, to_boxes, to_image_query, to_matrix
+from services.core.image_index import index_images, write_images
+from services.core.images import ImageEncoding, ImageInput, Picture, Regions
 from services.errors import InvalidArgument, grpc_errors, status_of
-from services.image_encoder.encoding import ImageEncoding, ImageInput
-from services.image_encoder.indexing import index_images, write_images
 from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
 from services.store import Source, VectorStore, new_rev
 from teran.v1 import image_encoder_pb2 as pb
@@ -61,8 +61,8 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
         self, request: pb.EncodeImageRequest, context: grpc.ServicerContext
     ) -> pb.EncodeImageResponse:
         version = request.model_version or self.store.live_version()
-        source = request.WhichOneof("source") or ""
-        encoded = self.encoding.encode_query(source, request, "request", version)
+        query, field = to_image_query(request, request.WhichOneof("source"), "request")
+        encoded = self.encoding.encode_query(query, field, version)
         return pb.EncodeImageResponse(
             regions=to_matrix(encoded.regions),
             boxes=to_boxes(encoded.boxes),
@@ -127,14 +127,16 @@ class ImageEncoderServicer(pb_grpc.ImageEncoderServicer):
                 f"{field}.uri", f"{len(message.uri)} characters, at most {cfg.max_uri_chars}"
             )
         payload = check_payload(message.payload, f"{field}.payload", cfg.max_payload_bytes)
-        item = self.encoding.read(message.WhichOneof("source") or "", message, field, version)
+        query, name = to_image_query(message, message.WhichOneof("source"), field)
+        item = self.encoding.check(query, name, version)
+        regions = item if isinstance(item, Regions) else None
         source = Source(
             message.id,
             "image",
             new_rev(),
-            image=item.data,
-            features=item.features,
-            boxes=item.boxes,
+            image=item.data if isinstance(item, Picture) else None,
+            features=regions.features if regions else None,
+            boxes=regions.boxes if regions else None,
             uri=message.uri,
             payload=payload,
         )

@@ -20,16 +20,17 @@ from typing import Any
 import numpy as np
 
 from services.convert import check_id
-from services.errors import InvalidArgument, ResourceExhausted, ServiceError
-from services.image_encoder.encoding import EncodedImage
-from services.metrics import timed
-from services.ranker.indexing import (
+from services.core.images import EncodedImage
+from services.core.sentence_index import (
     TextEncoder,
     as_query,
     encode_each,
     index_sentences,
     write_sentences,
 )
+from services.core.text import EncodedSentence
+from services.errors import InvalidArgument, ResourceExhausted, ServiceError
+from services.metrics import timed
 from services.store import (
     PayloadFilter,
     Source,
@@ -39,7 +40,6 @@ from services.store import (
     VersionIndex,
     new_rev,
 )
-from services.text_encoder.encoding import EncodedSentence
 
 log = logging.getLogger(__name__)
 

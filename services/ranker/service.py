@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
 import grpc
 
@@ -14,10 +13,11 @@ from services.convert import (
     check_payload,
     from_list_value,
     from_value,
+    to_image_query,
     to_struct,
 )
+from services.core.images import EncodedImage, ImageSource
 from services.errors import InvalidArgument, NotFound, ServiceError, grpc_errors, status_of
-from services.image_encoder.encoding import EncodedImage
 from services.metrics import INGESTED_ITEMS
 from services.ranker.search import Ranker, SentenceItem
 from services.store import AnyOf, Equals, PayloadFilter
@@ -28,15 +28,6 @@ from teran.v1 import ranker_pb2_grpc as pb_grpc
 SERVICE = pb.DESCRIPTOR.services_by_name["Ranker"].full_name
 MAX_CONDITIONS = 64
 MAX_SENTENCES = 256
-
-
-class ImageSource(Protocol):
-    """Turns a query image (bytes or regions) into region embeddings: in-process `ImageEncoding`
-    or a gRPC client of the ImageEncoder service."""
-
-    def encode_query(
-        self, source: str, request: Any, field: str, version: str | None = None
-    ) -> EncodedImage: ...
 
 
 def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None:
@@ -141,7 +132,8 @@ class RankerServicer(pb_grpc.RankerServicer):
         else:
             if self.images is None:
                 raise InvalidArgument("query", "this ranker has no image encoder configured")
-            image = self.images.encode_query(source, request, "query", index.version)
+            query, field = to_image_query(request, source, "query")
+            image = self.images.encode_query(query, field, index.version)
         results = self.ranker.search_sentences(
             image, index, request.top_k, request.offset, flt, check
         )

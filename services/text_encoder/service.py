@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from services.convert import to_matrix
+from services.core.text import TextEncoding
 from services.errors import grpc_errors
-from services.text_encoder.encoding import TextEncoding
 from teran.v1 import text_encoder_pb2 as pb
 from teran.v1 import text_encoder_pb2_grpc as pb_grpc
 

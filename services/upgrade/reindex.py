@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from services.core.image_index import index_images, source_input
+from services.core.images import ImageEncoding, ImageInput
+from services.core.sentence_index import TextEncoder, index_sentences
 from services.errors import FailedPrecondition, ServiceError
-from services.image_encoder.encoding import ImageEncoding, ImageInput
-from services.image_encoder.indexing import index_images, source_input
 from services.metrics import UPGRADE_ITEMS, UPGRADE_PHASE
-from services.ranker.indexing import TextEncoder, index_sentences
 from services.store import Source, SourceKind, VectorStore, VersionIndex
 
 log = logging.getLogger(__name__)

@@ -12,17 +12,15 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from services.config import ImageEncoderCfg
-from services.convert import from_boxes, from_matrix
 from services.errors import InvalidArgument, ResourceExhausted
 from services.inference.models import ServedModels
 from teran.regions import to_pixels
-from teran.v1 import common_pb2
 
 # The pixel limit is this service's (`max_pixels`, checked before decoding), not PIL's warning
 # at 89 megapixels, which would only repeat it, in PIL's words. Past twice that, PIL still
@@ -49,16 +47,45 @@ class EncodedImage:
     """[D] the CLS slot."""
 
 
-@dataclass
-class ImageInput:
-    """One checked input: either a decoded picture or precomputed regions."""
+@dataclass(frozen=True)
+class Regions:
+    """Precomputed region features and their boxes (fractions of the image size)."""
 
-    picture: Image.Image | None = None
-    features: np.ndarray | None = None
-    boxes: np.ndarray | None = None
-    size_bytes: int = 0
-    data: bytes | None = None
-    """The encoded picture as received (kept as the item's source)."""
+    features: np.ndarray
+    """[R, F] finite float32."""
+    boxes: np.ndarray
+    """[R, 4] with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1."""
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.features.nbytes)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded picture and the bytes it came as (kept as the item's source)."""
+
+    image: Image.Image
+    data: bytes = b""
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+ImageQuery = bytes | Regions
+"""An image as a caller gives it: an encoded picture, or precomputed regions."""
+ImageInput = Picture | Regions
+"""An image checked for a model version: what `ImageEncoding.encode` takes."""
+
+
+class ImageSource(Protocol):
+    """Turns an image into region embeddings: in-process `ImageEncoding` or a gRPC client of
+    the ImageEncoder service (for a ranker running alone)."""
+
+    def encode_query(
+        self, query: ImageQuery, field: str, version: str | None = None
+    ) -> EncodedImage: ...
 
 
 class ImageEncoding:
@@ -92,7 +119,7 @@ class ImageEncoding:
             picture = opened.convert("RGB")  # decodes: errors surface here
         except Exception as err:
             raise InvalidArgument(field, f"cannot decode image: {_plain(err)}") from err
-        return ImageInput(picture=picture, size_bytes=len(data), data=data)
+        return Picture(picture, data)
 
     def _too_large(self, field: str, size: str) -> ResourceExhausted:
         return ResourceExhausted(
@@ -111,13 +138,6 @@ class ImageEncoding:
             return 0
         return width * height if width * height <= self.cfg.max_pixels else 0
 
-    def regions_input(
-        self, regions: common_pb2.RegionFeatures, field: str, version: str | None = None
-    ) -> ImageInput:
-        features = from_matrix(regions.features, f"{field}.features")
-        boxes = from_boxes(regions.boxes, features.shape[0], f"{field}.boxes")
-        return self.features_input(features, boxes, field, version)
-
     def features_input(
         self, features: np.ndarray, boxes: np.ndarray, field: str, version: str | None = None
     ) -> ImageInput:
@@ -131,20 +151,18 @@ class ImageEncoding:
             raise InvalidArgument(
                 f"{field}.features", f"{features.shape[0]} regions, at most {self.cfg.max_regions}"
             )
-        return ImageInput(features=features, boxes=boxes, size_bytes=features.nbytes)
+        return Regions(features, boxes)
 
-    def read(self, source: str, message: Any, field: str, version: str | None = None) -> ImageInput:
-        """The `image` or `regions` member of a request or stream item, checked."""
-        if source == "image":
-            return self.decode(message.image, f"{field}.image", version)
-        if source == "regions":
-            return self.regions_input(message.regions, f"{field}.regions", version)
-        raise InvalidArgument(field, "set image or regions")
+    def check(self, query: ImageQuery, field: str, version: str | None = None) -> ImageInput:
+        """A caller's image, checked for model `version` (`field` names it in errors)."""
+        if isinstance(query, Regions):
+            return self.features_input(query.features, query.boxes, field, version)
+        return self.decode(query, field, version)
 
     def encode_query(
-        self, source: str, message: Any, field: str, version: str | None = None
+        self, query: ImageQuery, field: str, version: str | None = None
     ) -> EncodedImage:
-        return self.encode([self.read(source, message, field, version)], version)[0]
+        return self.encode([self.check(query, field, version)], version)[0]
 
     def encode(
         self, inputs: Sequence[ImageInput], version: str | None = None
@@ -153,28 +171,27 @@ class ImageEncoding:
         feature sets each in one model call."""
         backend = self.models.backend(version)
         out: list[EncodedImage | None] = [None] * len(inputs)
-        pictures = [i for i, x in enumerate(inputs) if x.picture is not None]
-        regions = [i for i, x in enumerate(inputs) if x.picture is None]
+        pictures = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Picture)]
+        regions = [(i, x) for i, x in enumerate(inputs) if isinstance(x, Regions)]
         if pictures:
             size = backend.info.image_size
             if size is None:
                 raise InvalidArgument("image", "this model reads precomputed regions only")
-            pixels = to_pixels([inputs[i].picture for i in pictures], size).numpy()  # type: ignore[misc]
+            pixels = to_pixels([x.image for _, x in pictures], size).numpy()
             slots, boxes = backend.encode_pixels(pixels)
-            for row, i in enumerate(pictures):
+            for row, (i, _) in enumerate(pictures):
                 out[i] = EncodedImage(slots[row, 1:], boxes[row], slots[row, 0])
         if regions:
-            width = max(len(inputs[i].features) for i in regions)  # type: ignore[arg-type]
+            width = max(len(x.features) for _, x in regions)
             feat_dim = backend.info.feat_dim
             feats = np.zeros((len(regions), width, feat_dim), dtype=np.float32)
             boxes_in = np.zeros((len(regions), width, 4), dtype=np.float32)
             counts = np.zeros(len(regions), dtype=np.int64)
-            for row, i in enumerate(regions):
-                f, b = inputs[i].features, inputs[i].boxes
-                assert f is not None and b is not None
+            for row, (_, x) in enumerate(regions):
+                f, b = x.features, x.boxes
                 feats[row, : len(f)], boxes_in[row, : len(b)], counts[row] = f, b, len(f)
             slots = backend.encode_regions(feats, boxes_in, counts)
-            for row, i in enumerate(regions):
+            for row, (i, _) in enumerate(regions):
                 n = int(counts[row])
                 out[i] = EncodedImage(slots[row, 1 : n + 1], boxes_in[row, :n], slots[row, 0])
         return [e for e in out if e is not None]

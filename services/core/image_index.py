@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.image_encoder.encoding import EncodedImage, ImageEncoding, ImageInput
+from services.core.images import EncodedImage, ImageEncoding, ImageInput, Regions
 from services.metrics import timed
 from services.store import Source, StoredImage, VersionIndex
 
@@ -19,7 +19,7 @@ def source_input(encoding: ImageEncoding, source: Source, version: str) -> Image
     if source.image is not None:
         return encoding.decode(source.image, f"{field}.image", version)
     assert source.features is not None and source.boxes is not None  # Source guarantees one
-    return encoding.features_input(source.features, source.boxes, field, version)
+    return encoding.check(Regions(source.features, source.boxes), field, version)
 
 
 def index_images(

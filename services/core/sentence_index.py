@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from services.core.text import EncodedSentence
 from services.errors import InvalidArgument, ResourceExhausted, ServiceError
 from services.metrics import timed
 from services.store import Source, StoredSentence, VersionIndex
-from services.text_encoder.encoding import EncodedSentence
 
 BATCH = 64
 """Sentences per text-encoder call (the TextEncoder's default limit)."""

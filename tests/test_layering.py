@@ -1,0 +1,136 @@
+"""The import contract between the rooms, read from the source (no import runs):
+
+    benchmarks -> services -> trainer / teran_client -> teran
+
+The model library never imports the platform; the client never imports the server; a service
+folder never imports a sibling (shared domain code lives in services/core); and no two
+modules import each other, however indirectly, deferred imports included.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("teran", "trainer", "teran_client", "services", "benchmarks")
+SERVICE_FOLDERS = ("image_encoder", "text_encoder", "ranker", "upgrade")
+MAY_NOT_IMPORT = {
+    "teran": ("trainer", "teran_client", "services", "benchmarks", "tests"),
+    "trainer": ("services", "benchmarks", "tests", "teran_client"),
+    "teran_client": ("trainer", "services", "benchmarks", "tests"),
+    "services": ("benchmarks", "tests"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of its code (so deferred imports count)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = _module_name(path).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [
+        p
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if not p.name.endswith(("_pb2.py", "_pb2_grpc.py"))
+    ]
+    modules = {_module_name(p): p for p in files}
+    return {
+        name: {m for m in _imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+GRAPH = _graph()
+
+
+@pytest.mark.parametrize("layer", sorted(MAY_NOT_IMPORT))
+def test_lower_layers_never_import_higher_ones(layer: str) -> None:
+    bad = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        if module.split(".")[0] == layer
+        for target in targets
+        if target.split(".")[0] in MAY_NOT_IMPORT[layer]
+    )
+    assert not bad, "\n".join(bad)
+
+
+def test_no_service_folder_imports_a_sibling() -> None:
+    def folder(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 2 and parts[1] in SERVICE_FOLDERS else None
+
+    bad = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if folder(module) and folder(target) and folder(module) != folder(target)
+    )
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles() -> None:
+    """A cycle among modules, through any chain of imports (Tarjan's strongly connected
+    components; a package counts as importing nothing of its own beyond what it names)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in GRAPH[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(GRAPH):
+        if node not in index:
+            visit(node)
+    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_contract_sees_real_imports() -> None:
+    """The graph is not empty by mistake: known edges are in it."""
+    assert "services.core.images" in GRAPH["services.image_encoder.service"]
+    assert "teran.model" in GRAPH["teran.factory"]
+    assert len(GRAPH) > 100
