@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -24,7 +24,10 @@ from pydantic_settings import (
 
 from services.store.layout import FirstStage, IndexLayout, Quantization, SearchMode
 
-TARGETS = ("all", "search", "image_encoder", "text_encoder", "ranker")
+Target = Literal["all", "search", "image_encoder", "text_encoder", "ranker"]
+"""What one process runs (`--target`); `services.modules.TARGETS` says which services each
+hosts."""
+TARGETS: tuple[Target, ...] = get_args(Target)
 _HEADER_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
@@ -270,7 +273,7 @@ class Settings(BaseSettings):
         env_prefix="TERAN_", env_nested_delimiter="__", extra="forbid"
     )
 
-    target: str = "all"
+    target: Target = "all"
     server: ServerCfg = ServerCfg()
     common: CommonCfg = CommonCfg()
     image_encoder: ImageEncoderCfg = ImageEncoderCfg()
@@ -279,8 +282,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.common.model.checkpoint is None:
             raise ValueError(
                 "common.model.checkpoint is required (tokenizer and model version; the weights "
@@ -313,23 +314,22 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # precedence: explicit arguments, then environment, then the YAML file
+        # precedence: explicit arguments, then environment, then the YAML file (if any)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if _yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+        if settings_cls.model_config.get("yaml_file") is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
-
-
-_yaml_file: Path | None = None
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from `path` (YAML), the environment and `overrides`, validated."""
-    global _yaml_file
-    _yaml_file = Path(path) if path is not None else None
-    if _yaml_file is not None and not _yaml_file.is_file():
-        raise FileNotFoundError(f"config file {_yaml_file} does not exist")
-    try:
+    if path is None:
         return Settings(**overrides)
-    finally:
-        _yaml_file = None
+    yaml_file = Path(path)
+    if not yaml_file.is_file():
+        raise FileNotFoundError(f"config file {yaml_file} does not exist")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": yaml_file})
+
+    return FromFile(**overrides)

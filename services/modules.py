@@ -11,26 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from services.config import Settings
+from services.config import Settings, Target
 from services.security.peers import peer_security
 from services.server import GrpcServer
 
 log = logging.getLogger(__name__)
 
-INFERENCE = "inference"
-STORE = "store"
-TEXT = "text"
-IMAGES = "images"
-TEXT_ENCODER = "text_encoder"
-IMAGE_ENCODER = "image_encoder"
-RANKER = "ranker"
-ADMIN = "admin"
-ALL = "all"
-SEARCH = "search"
+INFERENCE: Final = "inference"
+STORE: Final = "store"
+TEXT: Final = "text"
+IMAGES: Final = "images"
+TEXT_ENCODER: Final = "text_encoder"
+IMAGE_ENCODER: Final = "image_encoder"
+RANKER: Final = "ranker"
+ADMIN: Final = "admin"
+ALL: Final = "all"
+SEARCH: Final = "search"
 
-TARGETS: dict[str, tuple[str, ...]] = {
+TARGETS: dict[Target, tuple[str, ...]] = {
     ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER, ADMIN),
     # the store's single owner when it is embedded: ingestion and search in one process
     SEARCH: (IMAGE_ENCODER, RANKER, ADMIN),
