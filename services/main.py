@@ -34,6 +34,9 @@ class RunningApp:
         self.app = app
         self.metrics_port = metrics_port
         self._stop = threading.Event()
+        # the server starts SERVING: correct it before start() returns, not a period later
+        self._serving = True
+        self._check_dependencies()
         self._watch = threading.Thread(target=self._watch_dependencies, daemon=True)
         self._watch.start()
 
@@ -42,24 +45,26 @@ class RunningApp:
         return self.app.server.address
 
     def _watch_dependencies(self) -> None:
-        serving = True
-        while not self._stop.wait(WATCH_INTERVAL_S if serving else WATCH_INTERVAL_S / 4):
-            healthy = True
-            for name in (INFERENCE, STORE):
-                component = self.app.components.get(name)
-                if component is None:
-                    continue
-                try:
-                    up = bool(component.healthy())
-                except Exception:
-                    up = False
-                DEPENDENCY_UP.labels(name).set(1 if up else 0)
-                healthy &= up
-            if healthy != serving:
-                log.warning("dependencies %s: health %s", "back" if healthy else "down",
-                            "SERVING" if healthy else "NOT_SERVING")  # fmt: skip
-                self.app.server.set_serving(healthy)
-                serving = healthy
+        while not self._stop.wait(WATCH_INTERVAL_S if self._serving else WATCH_INTERVAL_S / 4):
+            self._check_dependencies()
+
+    def _check_dependencies(self) -> None:
+        healthy = True
+        for name in (INFERENCE, STORE):
+            component = self.app.components.get(name)
+            if component is None:
+                continue
+            try:
+                up = bool(component.healthy())
+            except Exception:
+                up = False
+            DEPENDENCY_UP.labels(name).set(1 if up else 0)
+            healthy &= up
+        if healthy != self._serving:
+            log.warning("dependencies %s: health %s", "back" if healthy else "down",
+                        "SERVING" if healthy else "NOT_SERVING")  # fmt: skip
+            self.app.server.set_serving(healthy)
+            self._serving = healthy
 
     def stop(self, grace: float | None = None) -> None:
         self._stop.set()

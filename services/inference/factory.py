@@ -21,10 +21,11 @@ def build_backend(common: CommonCfg, model: ModelCfg | None = None) -> Inference
             torch.set_num_threads(cfg.torch_threads)
         backend: InferenceBackend = InProcessBackend(model.checkpoint)
     else:
-        from services.inference.triton import TritonBackend
+        from services.inference.triton import TritonBackend, TritonChannel
 
         url = model.triton_url or cfg.triton_url
-        backend = TritonBackend(url, model, timeout_s=cfg.timeout_s)
+        channel = TritonChannel.from_cfg(cfg)
+        backend = TritonBackend(url, model, timeout_s=cfg.timeout_s, channel=channel)
     from services.inference.batcher import BatchingBackend
 
     return BatchingBackend(backend, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms)

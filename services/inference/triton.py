@@ -6,6 +6,10 @@ so vectors from either backend land in the same collections; the repository's ma
 configured, must describe the same model. Triton being down is a state, not a crash: the backend
 starts anyway, answers `InferenceUnavailable` and `healthy() == False` while it is down, and
 works again when it comes back (one gRPC channel, which reconnects by itself).
+
+The channel can use TLS (a private CA, and a client certificate for Triton's mutual TLS), and
+every call carries the configured headers (Triton's restricted protocols check one); header
+values are secrets: they are never logged or put in an error message.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
 from tritonclient.utils import np_to_triton_dtype
 
-from services.config import ModelCfg
+from services.config import InferenceCfg, ModelCfg
 from services.inference.base import InferenceUnavailable, ModelInfo
 from teran.checkpoint import model_version, read_header
 from teran.config import TeranCfg
@@ -84,10 +90,58 @@ def checkpoint_info(checkpoint: str | Path) -> tuple[ModelInfo, TeranCfg]:
     return info, cfg
 
 
+def _read(path: Path | None, setting: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"common.inference.{setting}: cannot read {path}: {err}") from err
+
+
+@dataclass(frozen=True)
+class TritonChannel:
+    """How the backend reaches Triton: TLS files (PEM) and headers sent with every call."""
+
+    tls: bool = False
+    ca_file: Path | None = None
+    """None with `tls`: the system's root certificates."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Secrets (Triton's restricted-protocol key): kept out of repr, logs and errors."""
+
+    @classmethod
+    def from_cfg(cls, cfg: InferenceCfg) -> TritonChannel:
+        return cls(
+            tls=cfg.triton_tls,
+            ca_file=cfg.triton_ca_file,
+            cert_file=cfg.triton_cert_file,
+            key_file=cfg.triton_key_file,
+            headers={k: v.get_secret_value() for k, v in cfg.triton_headers.items()},
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials, None for plaintext; ValueError naming the setting of a bad file."""
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_file, "triton_ca_file"),
+            private_key=_read(self.key_file, "triton_key_file"),
+            certificate_chain=_read(self.cert_file, "triton_cert_file"),
+        )
+
+
 class TritonBackend:
     """`InferenceBackend` over tritonclient.grpc; one thread-safe client shared by all calls."""
 
-    def __init__(self, url: str, model: ModelCfg, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: ModelCfg,
+        timeout_s: float = 30.0,
+        channel: TritonChannel | None = None,
+    ) -> None:
         if model.checkpoint is None:
             raise ValueError(
                 "Triton inference needs common.model.checkpoint (tokenizer and model version)"
@@ -101,7 +155,11 @@ class TritonBackend:
         if model.repository is not None:
             info = self._check_manifest(info, cfg, Path(model.repository))
         self.info = info
-        self.client = InferenceServerClient(url, channel_args=_CHANNEL_ARGS)
+        channel = channel or TritonChannel()
+        self._headers: dict[str, str] | None = dict(channel.headers) or None
+        self.client = InferenceServerClient(
+            url, creds=channel.credentials(), channel_args=_CHANNEL_ARGS
+        )
         self._lock = threading.Lock()
         self._checked_at = -float("inf")
         self._healthy = False
@@ -185,7 +243,9 @@ class TritonBackend:
             return
         for name, tensors in self._expected_shapes().items():
             try:
-                meta = self.client.get_model_metadata(name, client_timeout=PROBE_TIMEOUT_S)
+                meta = self.client.get_model_metadata(
+                    name, headers=self._headers, client_timeout=PROBE_TIMEOUT_S
+                )
             except Exception as err:
                 raise self._unavailable(name, err) from err
             served = {t.name: list(t.shape) for t in (*meta.inputs, *meta.outputs)}
@@ -212,10 +272,10 @@ class TritonBackend:
 
     def _probe(self) -> bool:
         try:
-            t = PROBE_TIMEOUT_S
-            up = self.client.is_server_live(client_timeout=t)
-            up = up and self.client.is_server_ready(client_timeout=t)
-            up = up and all(self.client.is_model_ready(m, client_timeout=t) for m in self.models)
+            ask = {"headers": self._headers, "client_timeout": PROBE_TIMEOUT_S}
+            up = self.client.is_server_live(**ask)
+            up = up and self.client.is_server_ready(**ask)
+            up = up and all(self.client.is_model_ready(m, **ask) for m in self.models)
             if not up:
                 self._verified = False  # a server that comes back may serve another repository
                 return False
@@ -267,6 +327,7 @@ class TritonBackend:
                 model,
                 inputs,
                 outputs=[InferRequestedOutput(name) for name in outputs],
+                headers=self._headers,
                 client_timeout=self.timeout_s,
             )
         except Exception as err:  # transport, server and model errors alike

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from services.config import StoreCfg
 from services.store.interface import VectorStore
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+
+def qdrant_client(cfg: StoreCfg) -> QdrantClient:
+    """qdrant-client for `cfg`: local mode without a url; otherwise the url's scheme decides
+    TLS, and the api key, the CA and the timeout apply to REST and gRPC alike."""
+    from qdrant_client import QdrantClient
+
+    if not cfg.url:
+        return QdrantClient(path=str(cfg.path))
+    extra: dict[str, Any] = {}
+    if cfg.ca_file is not None:
+        try:
+            ca = cfg.ca_file.read_bytes()
+        except OSError as err:
+            raise ValueError(f"common.store.ca_file: cannot read {cfg.ca_file}: {err}") from err
+        extra["verify"] = ssl.create_default_context(cadata=ca.decode("ascii", "replace"))
+        extra["grpc_options"] = {"root_certificates": ca}
+        # its version check is a bare httpx.get that would not trust the CA (a warning only)
+        extra["check_compatibility"] = False
+    key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
+    return QdrantClient(url=cfg.url, api_key=key, timeout=cfg.timeout_s, **extra)
 
 
 def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorStore:
@@ -19,14 +45,9 @@ def build_store(cfg: StoreCfg, versions: Sequence[tuple[str, int]]) -> VectorSto
 
         store = EdgeStore(cfg.path, alias_ttl_s=cfg.alias_ttl_s, layout=cfg.layout())
     else:
-        from qdrant_client import QdrantClient
-
         from services.store.qdrant import QdrantStore
 
-        if cfg.url:
-            client = QdrantClient(url=cfg.url, api_key=cfg.api_key, timeout=10)
-        else:
-            client = QdrantClient(path=str(cfg.path))
+        client = qdrant_client(cfg)
         store = QdrantStore(client, alias_ttl_s=cfg.alias_ttl_s, layout=cfg.layout())
     try:
         for version, dim in versions:

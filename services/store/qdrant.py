@@ -10,12 +10,18 @@ orders them by MaxSim, exact search scans every multivector (`layout.py`). Colle
 created with the layout's shard number, replication factor and write consistency factor, so a
 Qdrant cluster spreads them over its nodes. Local mode (`QdrantClient(":memory:")` / `path=`)
 is always brute force and is pure Python: use it for tests, a server for scale.
+
+A server that cannot be reached, refuses the api key, or does not answer within the client's
+timeout is `StoreUnavailable` (UNAVAILABLE to callers, NOT_SERVING in health); after one such
+failure calls fail at once for `RETRY_AFTER_S` while health checks keep trying, so a silent
+server costs one timeout, not one per call.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -36,11 +42,18 @@ from .records import KEY_ID
 
 _T = TypeVar("_T")
 
+RETRY_AFTER_S = 1.0
+"""After a call failed to reach Qdrant, calls fail at once for this long (health checks still
+try): against a server that accepts but does not answer, only the first call waits its timeout."""
+
 UPSERT_BATCH = 64
 """Points per request: 64 x 36 x 256 floats is ~10 MB of JSON, well under the 32 MB limit."""
 
 _UNAVAILABLE_HTTP = {502, 503, 504}
+_REFUSED_HTTP = {401, 403}
+"""A wrong or missing api key: the dependency refuses this process (UNAVAILABLE, not a crash)."""
 _UNAVAILABLE_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_REFUSED_GRPC = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
 @contextmanager
@@ -53,11 +66,19 @@ def _translate_errors(action: str) -> Iterator[None]:
     except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as e:
         raise StoreUnavailable(f"Qdrant unreachable during {action}: {e}") from e
     except UnexpectedResponse as e:
+        if e.status_code in _REFUSED_HTTP:
+            raise StoreUnavailable(
+                f"Qdrant refused {action} (HTTP {e.status_code}): check common.store.api_key"
+            ) from e
         if e.status_code in _UNAVAILABLE_HTTP:
             raise StoreUnavailable(f"Qdrant unavailable during {action}: {e}") from e
         raise StoreError(f"Qdrant rejected {action}: {e}") from e
     except grpc.RpcError as e:
         code = e.code() if isinstance(e, grpc.Call) else None
+        if code in _REFUSED_GRPC:
+            raise StoreUnavailable(
+                f"Qdrant refused {action} ({code}): check common.store.api_key"
+            ) from e
         if code in _UNAVAILABLE_GRPC:
             raise StoreUnavailable(f"Qdrant unreachable during {action}: {e}") from e
         raise StoreError(f"Qdrant rejected {action}: {e}") from e
@@ -107,13 +128,25 @@ class QdrantStore(MultiVectorStore):
         opts = client.init_options
         self.local = opts.get("location") == ":memory:" or opts.get("path") is not None
         self._lock: threading.Lock | None = threading.Lock() if self.local else None
+        self._down: tuple[float, str] | None = None
+        """When and why the last call could not reach Qdrant; cleared by any answer."""
 
-    def _call(self, action: str, fn: Callable[[], _T]) -> _T:
-        with _translate_errors(action):
-            if self._lock is None:
-                return fn()
-            with self._lock:
-                return fn()
+    def _call(self, action: str, fn: Callable[[], _T], probe: bool = False) -> _T:
+        down = self._down
+        if down is not None and not probe and time.monotonic() - down[0] < RETRY_AFTER_S:
+            raise StoreUnavailable(f"{down[1]} (not retried for {RETRY_AFTER_S:g}s)")
+        try:
+            with _translate_errors(action):
+                if self._lock is None:
+                    result = fn()
+                else:
+                    with self._lock:
+                        result = fn()
+        except StoreUnavailable as err:
+            self._down = (time.monotonic(), str(err))
+            raise
+        self._down = None
+        return result
 
     def _exists(self, name: str) -> bool:
         return bool(self._call("collection_exists", lambda: self._client.collection_exists(name)))
@@ -327,7 +360,7 @@ class QdrantStore(MultiVectorStore):
         if self._closed:
             return False
         try:
-            self._call("health check", self._client.get_collections)
+            self._call("health check", self._client.get_collections, probe=True)
         except Exception:
             return False
         return True
