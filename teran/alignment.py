@@ -13,26 +13,14 @@ number of cells, so memory stays bounded for any collection size.
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 
 import torch
 from torch import Tensor
 
+from teran.config import AlignmentMode
+
 DEFAULT_MAX_CELLS = 1 << 25
 """Largest alignment tensor (images x regions x captions x words) built at once: 128 MiB in fp32."""
-
-
-class AlignmentMode(StrEnum):
-    """How region-word similarities are pooled into a pair score (paper, Sec. 3.4)."""
-
-    MrSw = "MrSw"
-    """Sum over words of each word's best region."""
-    MwSr = "MwSr"
-    """Sum over regions of each region's best word."""
-    symm = "symm"
-    """MrSw + MwSr."""
-    MrAVGw = "MrAVGw"
-    """MrSw divided by the number of words."""
 
 
 def _sum_of_max(

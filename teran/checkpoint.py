@@ -29,14 +29,20 @@ from teran.backbone import (
     resolve_backbone,
 )
 from teran.config import TeranCfg, TextCfg, TrainRecipe, VisionCfg
+from teran.contract import (  # noqa: F401 - re-exported: part of the checkpoint API
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    model_version,
+    read_header,
+)
 from teran.model import Teran
 from teran.tokenizer import SentenceTokenizer
 
 _BACKBONE_PREFIX = "textual.backbone."
-FORMAT = "teran-checkpoint"
-FORMAT_VERSION = 1
-CONFIG_FILE = "teran_config.json"
-WEIGHTS_FILE = "model.safetensors"
+FORMAT = CHECKPOINT_FORMAT
+FORMAT_VERSION = CHECKPOINT_FORMAT_VERSION
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -75,19 +81,6 @@ def save_checkpoint(
     }
     (folder / CONFIG_FILE).write_text(json.dumps(header, indent=2, default=str) + "\n")
     return folder
-
-
-def read_header(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a TERAN checkpoint folder: {CONFIG_FILE} missing")
-    header: dict[str, Any] = json.loads(path.read_text())
-    if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format {header.get('format')!r} v{header.get('version')} is not "
-            f"{FORMAT!r} v{FORMAT_VERSION}"
-        )
-    return header
 
 
 def load_checkpoint(folder: str | Path) -> tuple[Teran, SentenceTokenizer]:
@@ -280,14 +273,3 @@ def import_reference_checkpoint(
     model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
     report = ImportReport(source=path, backbone=folder, mapped=len(mapped), ignored=ignored)
     return model.eval(), SentenceTokenizer(folder, cfg.text.max_tokens), report
-
-
-def model_version(folder: str | Path) -> str:
-    """A short identifier of a checkpoint's weights: stored vectors are tied to it."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with (Path(folder) / WEIGHTS_FILE).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]

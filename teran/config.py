@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from teran.alignment import AlignmentMode
-
 SPATIAL_MODES = ("concat-and-process",)
+
+
+class AlignmentMode(StrEnum):
+    """How region-word similarities are pooled into a pair score (paper, Sec. 3.4)."""
+
+    MrSw = "MrSw"
+    """Sum over words of each word's best region."""
+    MwSr = "MwSr"
+    """Sum over regions of each region's best word."""
+    symm = "symm"
+    """MrSw + MwSr."""
+    MrAVGw = "MrAVGw"
+    """MrSw divided by the number of words."""
 
 
 @dataclass

@@ -30,23 +30,23 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from teran.contract import (
+    BOXES,
+    FEATURES,
+    IMAGE_MODEL,
+    LENGTHS,
+    N_REGIONS,
+    PIXELS,
+    PIXELS_MODEL,
+    REGION_BOXES,
+    REGION_EMBEDDINGS,
+    TEXT_MODEL,
+    TOKEN_IDS,
+    WORD_EMBEDDINGS,
+)
 from teran.model import Teran
 from teran.regions import GridRegionExtractor
 from teran.tokenizer import SentenceTokenizer
-
-TEXT_MODEL = "teran_text_encoder"
-IMAGE_MODEL = "teran_image_encoder"
-PIXELS_MODEL = "teran_image_pixels_encoder"
-
-TOKEN_IDS = "TOKEN_IDS"
-LENGTHS = "LENGTHS"
-WORD_EMBEDDINGS = "WORD_EMBEDDINGS"
-FEATURES = "FEATURES"
-BOXES = "BOXES"
-N_REGIONS = "N_REGIONS"
-REGION_EMBEDDINGS = "REGION_EMBEDDINGS"
-PIXELS = "PIXELS"
-REGION_BOXES = "REGION_BOXES"
 
 ONNX_FILE = "model.onnx"
 OPSET = 18

@@ -22,15 +22,22 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from teran.export import (
+from teran.contract import (  # noqa: F401 - re-exported for the repository's users
+    BATCHING,
     IMAGE_MODEL,
-    ONNX_FILE,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
     PIXELS_MODEL,
     TEXT_MODEL,
+    Batching,
+    read_manifest,
+)
+from teran.export import (
+    ONNX_FILE,
     ModelSpec,
     TensorSpec,
     export_onnx,
@@ -40,8 +47,6 @@ from teran.model import Teran
 from teran.regions import GridRegionExtractor
 
 BACKENDS = ("onnxruntime", "python")
-MANIFEST_FILE = "teran_manifest.json"
-MANIFEST_FORMAT = "teran-triton-repository"
 PYTHON_MODEL_FILE = "model.py"
 _PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
 
@@ -59,24 +64,6 @@ def check_name_prefix(name_prefix: str) -> str:
             f"match ^{NAME_PREFIX_PATTERN.pattern}$"
         )
     return name_prefix
-
-
-@dataclass(frozen=True)
-class Batching:
-    """Triton's batch limit and dynamic batcher settings for one model."""
-
-    max_batch_size: int
-    preferred: tuple[int, ...]
-    max_queue_delay_us: int
-
-
-BATCHING: dict[str, Batching] = {
-    # queries arrive one by one online: a short wait buys batches without hurting latency much
-    TEXT_MODEL: Batching(64, (8, 16, 32, 64), 2000),
-    # images come in bulk from indexing jobs: heavier, larger waits are fine
-    IMAGE_MODEL: Batching(32, (8, 16, 32), 5000),
-    PIXELS_MODEL: Batching(32, (8, 16, 32), 5000),
-}
 
 
 def _dims(values: tuple[int, ...]) -> str:
@@ -245,12 +232,3 @@ def build_repository(
     data = manifest(model, specs, backend, version, extractor, meta, name_prefix)
     (repo / MANIFEST_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
     return folders
-
-
-def read_manifest(repo: str | Path) -> dict[str, Any]:
-    """The manifest `build_repository` wrote; ValueError when the file is another format."""
-    path = Path(repo) / MANIFEST_FILE
-    data: dict[str, Any] = json.loads(path.read_text())
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest")
-    return data

@@ -134,3 +134,17 @@ def test_the_contract_sees_real_imports() -> None:
     assert "services.core.images" in GRAPH["services.image_encoder.service"]
     assert "teran.model" in GRAPH["teran.factory"]
     assert len(GRAPH) > 100
+
+
+def test_the_client_and_the_triton_backend_import_without_torch() -> None:
+    """A client app and a Triton-backed service need the contracts, not the model code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import teran_client, services.inference.triton, teran.contract; "
+        "print(sorted(m for m in ('torch', 'onnx', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

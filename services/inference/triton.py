@@ -30,9 +30,9 @@ from tritonclient.utils import np_to_triton_dtype
 
 from services.config import InferenceCfg, ModelCfg
 from services.inference.base import InferenceUnavailable, ModelInfo
-from teran.checkpoint import model_version, read_header
 from teran.config import TeranCfg
-from teran.export import (
+from teran.contract import (
+    BATCHING,
     BOXES,
     FEATURES,
     IMAGE_MODEL,
@@ -45,8 +45,10 @@ from teran.export import (
     TEXT_MODEL,
     TOKEN_IDS,
     WORD_EMBEDDINGS,
+    model_version,
+    read_header,
+    read_manifest,
 )
-from teran.triton_repo import BATCHING, read_manifest
 
 log = logging.getLogger(__name__)
 
