@@ -9,17 +9,23 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
+.PHONY: install lock demo demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
 
 install: $(STAMP)
 
-# torch first and pinned: any other torch spec resolves to a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# torch first and pinned: any other torch spec resolves to a multi-GB CUDA build. Every other
+# version, indirect ones included, comes from requirements.lock (`make lock` rewrites it).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# the installed set, exactly, as constraints for the next install (torch's local +cpu label
+# dropped: the same release, whichever build the machine has)
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > requirements.lock
 
 DEMO_MODEL ?= models/teran-synthetic-tiny
 

@@ -1838,7 +1838,7 @@ def test_dockerfiles() -> None:
     service = (DEPLOY / "Dockerfile").read_text()
     assert re.findall(r"^FROM (\S+)", service, re.M) == ["python:3.11-slim", "python:3.11-slim"]
     torch_at = service.index("pip install --no-cache-dir torch==2.13.0")
-    assert torch_at < service.index("pip install --no-cache-dir .")
+    assert torch_at < service.index("pip install --no-cache-dir -c requirements.lock '.[serve,")
     assert "[dev]" not in service
     users = re.findall(r"^USER (\d+):(\d+)$", service, re.M)
     assert users and int(users[-1][0]) > 0

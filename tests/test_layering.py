@@ -148,3 +148,17 @@ def test_the_client_and_the_triton_backend_import_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_client_installs_without_the_server() -> None:
+    """`pip install '.[client]'` takes the base dependencies only: no torch, no store, no
+    Kubernetes (checked by hand in a fresh venv: `python -m teran_client --help` runs there)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[\[=<>!~ ]", d, maxsplit=1)[0] for d in project["dependencies"]}
+    assert base == {"grpcio", "grpcio-health-checking", "protobuf", "numpy", "typer", "rich"}
+    extras = project["optional-dependencies"]
+    assert {"client", "serve", "triton", "export", "k8s", "demo", "dev"} <= set(extras)
+    assert any(d.startswith("torch==") for d in extras["serve"])
