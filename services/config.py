@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from services.store.layout import FirstStage, IndexLayout, Quantization, SearchMode
 
-Target = Literal["all", "search", "image_encoder", "text_encoder", "ranker"]
+Target = Literal["all", "search", "image_encoder", "text_encoder", "ranker", "gateway"]
 """What one process runs (`--target`); `services.modules.TARGETS` says which services each
 hosts."""
 TARGETS: tuple[Target, ...] = get_args(Target)
@@ -256,6 +256,36 @@ class RankerCfg(BaseModel):
     text_encoder_url: str | None = None
 
 
+class GatewayCfg(BaseModel):
+    """The HTTP/JSON gateway and search page (`services/gateway`): a thin mapping onto the
+    gRPC API, which it reaches at `upstream` with the caller's own API key."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+    """None: 8080, or a free port when server.grpc_port is 0 (tests, the demo)."""
+    upstream: str | None = None
+    """The Ranker's gRPC address; None: this process's own server (target all)."""
+    image_upstream: str | None = None
+    """The ImageEncoder's gRPC address (ingest, encode); None: `upstream`."""
+    max_upload_bytes: int = Field(16 << 20, ge=1024, le=256 << 20)
+    """An uploaded image's bytes; a request body may be a third larger (base64 in JSON)."""
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    """Deadline of each upstream call."""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    """HTTPS for the gateway (PEM); a non-loopback host needs them or server.auth.allow_insecure."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_upload_bytes * 4 // 3 + (64 << 10)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewayCfg:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("gateway: set both tls_cert_file and tls_key_file, or neither")
+        return self
+
+
 HIT_OVERHEAD_BYTES = 8 << 10
 """A search hit's bytes besides its payload, uri or text: a 256-character id, the score and at
 most 64 word alignments."""
@@ -279,10 +309,13 @@ class Settings(BaseSettings):
     image_encoder: ImageEncoderCfg = ImageEncoderCfg()
     text_encoder: TextEncoderCfg = TextEncoderCfg()
     ranker: RankerCfg = RankerCfg()
+    gateway: GatewayCfg = GatewayCfg()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.common.model.checkpoint is None:
+        if self.target == "gateway" and not self.gateway.upstream:
+            raise ValueError("target gateway needs gateway.upstream (the Ranker's address)")
+        if self.common.model.checkpoint is None and self.target != "gateway":
             raise ValueError(
                 "common.model.checkpoint is required (tokenizer and model version; the weights "
                 "too for in-process inference)"

@@ -29,15 +29,18 @@ RANKER: Final = "ranker"
 ADMIN: Final = "admin"
 ALL: Final = "all"
 SEARCH: Final = "search"
+GATEWAY: Final = "gateway"
 
 TARGETS: dict[Target, tuple[str, ...]] = {
-    ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER, ADMIN),
+    ALL: (TEXT_ENCODER, IMAGE_ENCODER, RANKER, ADMIN, GATEWAY),
     # the store's single owner when it is embedded: ingestion and search in one process
     SEARCH: (IMAGE_ENCODER, RANKER, ADMIN),
     TEXT_ENCODER: (TEXT_ENCODER,),
     # the Admin service (upgrades) goes where the image writes are
     IMAGE_ENCODER: (IMAGE_ENCODER, ADMIN),
     RANKER: (RANKER,),
+    # HTTP/JSON and the search page, over the gRPC API at gateway.upstream
+    GATEWAY: (GATEWAY,),
 }
 
 
@@ -175,6 +178,13 @@ def _admin(app: App) -> Any:
     return servicer
 
 
+def _gateway(app: App) -> Any:
+    from services.gateway.runner import Gateway
+
+    own = None if app.settings.gateway.upstream else app.server.address
+    return Gateway.start(app.settings, own, peer_security(app.settings.server))
+
+
 def _close(component: Any) -> None:
     close = getattr(component, "close", None)
     if close is not None:
@@ -192,6 +202,7 @@ MODULES: dict[str, Module] = {
         Module(IMAGE_ENCODER, _image_encoder, (IMAGES, STORE, INFERENCE), stop=_close),
         Module(RANKER, _ranker, (STORE, TEXT, IMAGES, INFERENCE)),
         Module(ADMIN, _admin, (STORE, TEXT, IMAGES, INFERENCE)),
+        Module(GATEWAY, _gateway, stop=_close),
     )
 }
 

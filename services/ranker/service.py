@@ -17,8 +17,16 @@ from services.convert import (
     to_struct,
 )
 from services.core.images import EncodedImage, ImageSource
-from services.errors import InvalidArgument, NotFound, ServiceError, grpc_errors, status_of
+from services.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    grpc_errors,
+    status_of,
+)
 from services.metrics import INGESTED_ITEMS
+from services.ranker.pictures import describe, thumbnail
 from services.ranker.search import Ranker, SentenceItem
 from services.store import AnyOf, Equals, PayloadFilter
 from teran.v1 import common_pb2
@@ -205,6 +213,31 @@ class RankerServicer(pb_grpc.RankerServicer):
             model_version=index.version,
             image_collection=index.images.name,
             sentence_collection=index.sentences.name,
+        )
+
+    @grpc_errors
+    def GetImage(
+        self, request: pb.GetImageRequest, context: grpc.ServicerContext
+    ) -> pb.GetImageResponse:
+        """The stored source (what was ingested), or a thumbnail of it, for display."""
+        image_id = check_id(request.id, "id")
+        source = self.ranker.store.get_sources("image", [image_id])[0]
+        if source is None:
+            raise NotFound(f"id: no stored image {image_id!r}")
+        if source.image is None:
+            raise FailedPrecondition(f"id: image {image_id!r} was ingested as regions, no picture")
+        if request.max_side:
+            picture = thumbnail(source.image, request.max_side)
+        else:
+            picture = describe(source.image)
+        return pb.GetImageResponse(
+            id=image_id,
+            data=picture.data,
+            content_type=picture.content_type,
+            width=picture.width,
+            height=picture.height,
+            uri=source.uri,
+            payload=to_struct(source.payload),
         )
 
 

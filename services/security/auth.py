@@ -26,6 +26,7 @@ METHOD_ROLES: dict[str, Role | None] = {
     "/teran.v1.Ranker/Search": Role.SEARCH,
     "/teran.v1.Ranker/SearchSentences": Role.SEARCH,
     "/teran.v1.Ranker/Stats": Role.SEARCH,
+    "/teran.v1.Ranker/GetImage": Role.SEARCH,
     "/teran.v1.TextEncoder/EncodeText": Role.SEARCH,
     "/teran.v1.ImageEncoder/EncodeImage": Role.SEARCH,
     "/teran.v1.ImageEncoder/Ingest": Role.INGEST,

@@ -167,3 +167,29 @@ class StatsResponse(_message.Message):
     image_collection: str
     sentence_collection: str
     def __init__(self, images: _Optional[int] = ..., sentences: _Optional[int] = ..., model_version: _Optional[str] = ..., image_collection: _Optional[str] = ..., sentence_collection: _Optional[str] = ...) -> None: ...
+
+class GetImageRequest(_message.Message):
+    __slots__ = ("id", "max_side")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    max_side: int
+    def __init__(self, id: _Optional[str] = ..., max_side: _Optional[int] = ...) -> None: ...
+
+class GetImageResponse(_message.Message):
+    __slots__ = ("id", "data", "content_type", "width", "height", "uri", "payload")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    uri: str
+    payload: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., uri: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

@@ -72,6 +72,11 @@ class RankerStub:
                 request_serializer=teran_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
                 response_deserializer=teran_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.GetImage = channel.unary_unary(
+                '/teran.v1.Ranker/GetImage',
+                request_serializer=teran_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=teran_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
+                _registered_method=True)
 
 
 class RankerServicer:
@@ -130,6 +135,17 @@ class RankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImage(self, request, context):
+        """The picture a stored image was ingested from, as received (`max_side` 0), or a JPEG
+        thumbnail whose longer side is at most `max_side` pixels (16..1024; never enlarged).
+        Limits: the source is at most image_encoder.max_image_bytes (16 MiB) and 40 megapixels,
+        as checked at ingest, so the answer fits in one message. NOT_FOUND: no stored image with
+        that id; FAILED_PRECONDITION: the image was ingested as precomputed regions (no picture).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +173,11 @@ def add_RankerServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=teran_dot_v1_dot_ranker__pb2.StatsRequest.FromString,
                     response_serializer=teran_dot_v1_dot_ranker__pb2.StatsResponse.SerializeToString,
+            ),
+            'GetImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImage,
+                    request_deserializer=teran_dot_v1_dot_ranker__pb2.GetImageRequest.FromString,
+                    response_serializer=teran_dot_v1_dot_ranker__pb2.GetImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +328,33 @@ class Ranker:
             '/teran.v1.Ranker/Stats',
             teran_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
             teran_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teran.v1.Ranker/GetImage',
+            teran_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
+            teran_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
