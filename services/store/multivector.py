@@ -12,7 +12,6 @@ import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from .naming import (
     source_point_id,
     version_of,
 )
+from .points import PointData, QueryPlan, Row
 from .records import (
     IMAGES,
     KEY_ID,
@@ -51,42 +51,7 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-PointData = tuple[str, dict[str, np.ndarray], dict[str, Any]]
-"""(point id, named vectors: the multivector [n, D] and the pooled one [k, D], full payload)."""
-
-Row = tuple[dict[str, Any], float, np.ndarray | None]
-"""(payload, score, multivector when asked for) of one query result."""
-
 _PLACEHOLDER = np.ones((1, 1), dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class QueryPlan:
-    """One search as a backend runs it: MaxSim on `vector`, after `candidates` are prefetched
-    by MaxSim on the pooled vectors when `two_stage`."""
-
-    vector: str
-    query: np.ndarray
-    limit: int
-    clauses: Clauses
-    two_stage: bool
-    candidates: int
-    with_vectors: bool
-
-
-def records_by_id(
-    records: Sequence[Any], vector_name: str
-) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
-    """Retrieved points (qdrant-client's or qdrant-edge's records) by point id."""
-    out: dict[str, tuple[np.ndarray | None, dict[str, Any]]] = {}
-    for rec in records:
-        out[str(rec.id)] = (vector_of(rec.vector, vector_name), dict(rec.payload or {}))
-    return out
-
-
-def vector_of(vectors: Any, name: str) -> np.ndarray | None:
-    vec = vectors.get(name) if isinstance(vectors, dict) else None
-    return np.asarray(vec, dtype=np.float32) if vec is not None else None
 
 
 class KindCollection(Collection[Item]):

@@ -36,8 +36,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from .filters import Clauses, MatchAtom
 from .interface import StoreError, StoreUnavailable
 from .layout import IndexLayout
-from .multivector import MultiVectorStore, PointData, QueryPlan, Row, records_by_id, vector_of
+from .multivector import MultiVectorStore
 from .naming import SUMMARY_VECTOR
+from .points import PointData, QueryPlan, Row, records_by_id, vector_of
 from .records import KEY_ID
 
 _T = TypeVar("_T")
