@@ -18,14 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from teran_client.channels import ChannelSecurity
-from teran_client.client import (
-    IngestResult,
-    Scalar,
-    SearchResult,
-    TeranClient,
-    TeranError,
-    folder_items,
-)
+from teran_client.client import TeranClient
+from teran_client.messages import folder_items
+from teran_client.results import IngestResult, Scalar, SearchResult, TeranError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 

@@ -12,245 +12,48 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from teran.v1 import common_pb2
 from teran.v1 import image_encoder_pb2 as ie_pb
 from teran.v1 import image_encoder_pb2_grpc as ie_grpc
 from teran.v1 import ranker_pb2 as rk_pb
 from teran.v1 import ranker_pb2_grpc as rk_grpc
 from teran_client.channels import ChannelSecurity, open_channel
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+from teran_client.messages import (  # noqa: F401 - folder_items, to_filter: part of this API
+    IMAGE_EXTENSIONS,
+    folder_items,
+    from_alignment,
+    from_struct,
+    to_filter,
+    to_ingest_item,
+    to_regions,
+    to_struct,
 )
-"""File name endings `ingest_folder` treats as images (case-insensitive)."""
+from teran_client.results import (  # noqa: F401 - re-exported: the client's results
+    Box,
+    DeleteResult,
+    FilterSpec,
+    ImageHit,
+    IngestResult,
+    Item,
+    SearchResult,
+    SentenceHit,
+    SentenceSearchResult,
+    Stats,
+    TeranError,
+    WordAlignment,
+)
+
 MAX_MESSAGE_BYTES = 32 << 20
 """Matches the server's default `max_message_mb`: a 16 MiB image plus its envelope fits."""
 SENTENCES_PER_REQUEST = 256
 """The server's limit per IngestSentences request; larger batches are split here."""
-
-Scalar = str | int | float | bool
-FilterSpec = Mapping[str, Scalar | Sequence[Scalar]]
-"""key -> value (equals) or list of values (any of them); every key must match (AND)."""
-
-
-class TeranError(Exception):
-    """A failed call: the gRPC status code and the server's message (which names the field)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> TeranError:
-        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-        details = err.details() if hasattr(err, "details") else str(err)
-        return cls(code or grpc.StatusCode.UNKNOWN, details or "")
-
-
-def _status_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return str(status.name)
-    return str(code)
-
-
-class Box(NamedTuple):
-    """Fractions of the image width and height, (0, 0) top left."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image to ingest: exactly one of `image` (encoded bytes), `path` (a file to read) or
-    `regions` ((features [R, F], boxes [R, 4]) precomputed)."""
-
-    id: str
-    image: bytes | None = None
-    path: Path | None = None
-    regions: tuple[np.ndarray, np.ndarray] | None = None
-    uri: str = ""
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """The server's answer for one item; `code` is a gRPC status code (0 = OK)."""
-
-    id: str
-    stored: bool
-    code: int = 0
-    message: str = ""
-    regions: int = 0
-
-    @property
-    def status(self) -> str:
-        """The status code's name, e.g. INVALID_ARGUMENT."""
-        return _status_name(self.code)
-
-
-@dataclass(frozen=True)
-class WordAlignment:
-    """One term of the MrSw score: a query word and the region it matched best."""
-
-    word: str
-    region: int
-    box: Box
-    similarity: float
-
-
-@dataclass(frozen=True)
-class ImageHit:
-    id: str
-    score: float
-    uri: str = ""
-    payload: dict[str, Any] = field(default_factory=dict)
-    alignment: list[WordAlignment] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    hits: list[ImageHit]
-    words: list[str]
-    """The query tokens that took part in the alignment (the alignment lists follow them)."""
-    model_version: str = ""
-
-
-@dataclass(frozen=True)
-class SentenceHit:
-    id: str
-    text: str
-    score: float
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SentenceSearchResult:
-    hits: list[SentenceHit]
-    model_version: str = ""
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    deleted: int
-    not_found: list[str]
-
-
-@dataclass(frozen=True)
-class Stats:
-    images: int
-    sentences: int
-    model_version: str
-    image_collection: str
-    sentence_collection: str
-
-
-# --- conversions -------------------------------------------------------------------------
-
-
-def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(dict(values))
-    return out
-
-
-def _from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return dict(json_format.MessageToDict(struct))
-
-
-def _value(value: Scalar) -> struct_pb2.Value:
-    holder = _struct({"v": value})
-    return holder.fields["v"]
-
-
-def to_filter(spec: FilterSpec | None) -> rk_pb.Filter | None:
-    """dict -> Filter: a scalar is `equals`, a list/tuple/set is `any_of`."""
-    if not spec:
-        return None
-    conditions = []
-    for key, value in spec.items():
-        if isinstance(value, str | int | float | bool):
-            conditions.append(rk_pb.Condition(key=key, equals=_value(value)))
-        else:
-            values = struct_pb2.ListValue()
-            values.extend(list(value))
-            conditions.append(rk_pb.Condition(key=key, any_of=values))
-    return rk_pb.Filter(must=conditions)
-
-
-def _regions(features: np.ndarray, boxes: np.ndarray) -> common_pb2.RegionFeatures:
-    feats = np.ascontiguousarray(features, dtype="<f4")
-    bxs = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    if feats.ndim != 2:
-        raise ValueError(f"region features must be 2-D [regions, dim], got shape {feats.shape}")
-    return common_pb2.RegionFeatures(
-        features=common_pb2.Matrix(rows=feats.shape[0], cols=feats.shape[1], data=feats.tobytes()),
-        boxes=[common_pb2.Box(x1=b[0], y1=b[1], x2=b[2], y2=b[3]) for b in bxs.tolist()],
-    )
-
-
-def _ingest_item(item: Item) -> ie_pb.IngestItem:
-    """Item -> proto, reading `path`; raises ValueError/OSError for an item that cannot be sent."""
-    sources = [s for s in (item.image, item.path, item.regions) if s is not None]
-    if len(sources) != 1:
-        raise ValueError("set exactly one of image, path or regions")
-    message = ie_pb.IngestItem(id=item.id, uri=item.uri, payload=_struct(item.payload))
-    if item.regions is not None:
-        message.regions.CopyFrom(_regions(*item.regions))
-    elif item.image is not None:
-        message.image = item.image
-    elif item.path is not None:
-        message.image = Path(item.path).read_bytes()
-    return message
-
-
-def _alignment(a: common_pb2.WordAlignment) -> WordAlignment:
-    box = Box(a.box.x1, a.box.y1, a.box.x2, a.box.y2)
-    return WordAlignment(a.word, a.region, box, a.similarity)
-
-
-def folder_items(
-    folder: str | Path,
-    payload: Mapping[str, Any] | None = None,
-    recursive: bool = True,
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
-) -> list[Item]:
-    """The images under `folder`, sorted: id = path relative to `folder`, uri = the file path.
-
-    A list (not a generator) so a caller can show progress against a known total.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    wanted = {e.lower() for e in extensions}
-    files = root.rglob("*") if recursive else root.glob("*")
-    return [
-        Item(
-            id=p.relative_to(root).as_posix(),
-            path=p,
-            uri=str(p.resolve()),
-            payload=dict(payload or {}),
-        )
-        for p in sorted(files)
-        if p.is_file() and p.suffix.lower() in wanted
-    ]
-
-
-# --- the client --------------------------------------------------------------------------
 
 
 class TeranClient:
@@ -322,7 +125,7 @@ class TeranClient:
             try:
                 for item in items:
                     try:
-                        message = _ingest_item(item)
+                        message = to_ingest_item(item)
                     except (OSError, ValueError, TypeError) as err:
                         code = grpc.StatusCode.NOT_FOUND
                         if not isinstance(err, FileNotFoundError):
@@ -398,8 +201,8 @@ class TeranClient:
                     id=h.id,
                     score=h.score,
                     uri=h.uri,
-                    payload=_from_struct(h.payload),
-                    alignment=[_alignment(a) for a in h.alignment],
+                    payload=from_struct(h.payload),
+                    alignment=[from_alignment(a) for a in h.alignment],
                 )
                 for h in response.hits
             ],
@@ -427,14 +230,14 @@ class TeranClient:
             request.image_id = image_id
         else:
             assert regions is not None
-            request.regions.CopyFrom(_regions(*regions))
+            request.regions.CopyFrom(to_regions(*regions))
         flt = to_filter(filter)
         if flt is not None:
             request.filter.CopyFrom(flt)
         response = self._call(self._ranker.SearchSentences, request)
         return SentenceSearchResult(
             hits=[
-                SentenceHit(h.id, h.text, h.score, _from_struct(h.payload)) for h in response.hits
+                SentenceHit(h.id, h.text, h.score, from_struct(h.payload)) for h in response.hits
             ],
             model_version=response.model_version,
         )
@@ -451,7 +254,7 @@ class TeranClient:
         for entry in sentences:
             sid, text = entry[0], entry[1]
             payload: Mapping[str, Any] = entry[2] if len(entry) == 3 else {}
-            batch.append(rk_pb.Sentence(id=sid, text=text, payload=_struct(payload)))
+            batch.append(rk_pb.Sentence(id=sid, text=text, payload=to_struct(payload)))
             if len(batch) == SENTENCES_PER_REQUEST:
                 results += self._ingest_sentence_batch(batch)
                 batch = []
