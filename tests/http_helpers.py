@@ -1,4 +1,4 @@
-"""Plain HTTP calls for the gateway tests (urllib: the JSON API needs nothing more)."""
+"""The gateway tests' platform and plain HTTP calls (urllib: the JSON API needs no more)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from services.config import load_settings
+from services.main import RunningApp, start
 
 
 @dataclass
@@ -58,3 +62,28 @@ def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, s
         parts.append(head.encode() + data + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def start_platform(checkpoint: Path, store: Path, **sections: Any) -> RunningApp:
+    """Target all on 127.0.0.1 with free ports; `server` entries and other sections merge in."""
+    server = {"grpc_port": 0, "metrics_port": None, "shutdown_grace_s": 1}
+    return start(
+        load_settings(
+            None,
+            common={"model": {"checkpoint": str(checkpoint)}, "store": {"path": str(store)}},
+            server={**server, **sections.pop("server", {})},
+            **sections,
+        )
+    )
+
+
+def start_gateway_alone(upstream: str = "127.0.0.1:1") -> RunningApp:
+    """Target gateway in front of an address nothing answers on (UNAVAILABLE upstream)."""
+    return start(
+        load_settings(
+            None,
+            target="gateway",
+            server={"grpc_port": 0, "metrics_port": None},
+            gateway={"upstream": upstream, "timeout_s": 2},
+        )
+    )

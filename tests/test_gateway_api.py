@@ -16,9 +16,8 @@ import pytest
 from openapi_spec_validator import validate
 from PIL import Image
 
-from services.config import load_settings
 from services.gateway.app import ROUTES
-from services.main import RunningApp, start
+from services.main import RunningApp
 from services.modules import GATEWAY
 from services.security.keys import new_key
 from teran.v1 import image_encoder_pb2, ranker_pb2
@@ -26,7 +25,7 @@ from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client import ChannelSecurity
 from teran_client.channels import open_channel
-from tests.http_helpers import Answer, call, multipart
+from tests.http_helpers import Answer, call, multipart, start_gateway_alone, start_platform
 from tests.test_security import _write_keys
 
 MAX_UPLOAD = 64 << 10
@@ -53,21 +52,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def platform(
     checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Any]
 ) -> Iterator[RunningApp]:
-    running = start(
-        load_settings(
-            None,
-            common={
-                "model": {"checkpoint": str(checkpoint)},
-                "store": {"path": str(tmp_path_factory.mktemp("store"))},
-            },
-            server={
-                "grpc_port": 0,
-                "metrics_port": None,
-                "shutdown_grace_s": 1,
-                "auth": {"keys_file": str(keys["path"])},
-            },
-            gateway={"max_upload_bytes": MAX_UPLOAD},
-        )
+    running = start_platform(
+        checkpoint,
+        tmp_path_factory.mktemp("store"),
+        server={"auth": {"keys_file": str(keys["path"])}},
+        gateway={"max_upload_bytes": MAX_UPLOAD},
     )
     yield running
     running.stop(0)
@@ -262,14 +251,7 @@ def test_regions_have_no_picture_and_get_image_needs_the_search_role(
 
 
 def test_a_gateway_alone_answers_503_while_its_upstream_is_down() -> None:
-    running = start(
-        load_settings(
-            None,
-            target="gateway",
-            server={"grpc_port": 0, "metrics_port": None},
-            gateway={"upstream": "127.0.0.1:1", "timeout_s": 2},
-        )
-    )
+    running = start_gateway_alone()
     try:
         gateway = running.app.components[GATEWAY]
         error = _error(call(f"{gateway.url}/v1/stats", key="teran_x"), 503)
