@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock demo demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
+.PHONY: install lock demo serve demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ DEMO_MODEL ?= models/teran-synthetic-tiny
 
 demo: $(STAMP)
 	$(PY) -m services.demo --checkpoint $(DEMO_MODEL)
+
+# the single-process platform with the demo collection, searched from a browser (URL printed)
+SERVE_PORT ?= 8080
+serve: $(STAMP)
+	$(PY) -m services.serve --checkpoint $(DEMO_MODEL) --port $(SERVE_PORT)
 
 # The demo model: teran-minilm-tiny's CPU recipe on synthetic scenes, exactly the MrSw run of
 # `make bench-quality` (frozen MiniLM; only its own weights are stored).

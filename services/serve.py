@@ -1,0 +1,76 @@
+"""`make serve`: the single-process platform with the demo collection, searched from a browser.
+
+Starts every service and the HTTP gateway in this process (the demo's configuration: embedded
+store, in-process inference), ingests the demo's synthetic scenes and bundled photos over gRPC
+and each scene's caption as a sentence (so an image opens its top sentences), prints the search
+page's URL and serves until Ctrl-C. The collection is `services.demo`'s, built by its own
+functions.
+
+    python -m services.serve [--checkpoint models/teran-synthetic-tiny] [--port 8080]
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from services.config import load_settings
+from services.demo import DEFAULT_CHECKPOINT, demo_data, ingest, write_config
+from services.main import start
+from services.modules import GATEWAY
+from teran_client import TeranClient
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORKDIR = REPO / ".cache" / "serve"
+
+
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder")] = DEFAULT_CHECKPOINT,
+    workdir: Annotated[Path, typer.Option(help="config and store (fresh each run)")] = (
+        DEFAULT_WORKDIR
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="the page's port (0: free)")] = 8080,
+    images: Annotated[int, typer.Option(min=0, help="synthetic scenes to ingest")] = 200,
+) -> None:
+    """Serve the platform and its search page with the demo collection ingested."""
+    console = Console()
+    if not (checkpoint / "teran_config.json").is_file():
+        console.print(f"[red]no checkpoint at {checkpoint}[/red]: pass --checkpoint DIR")
+        raise typer.Exit(2)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_config(workdir, checkpoint)
+    running = start(load_settings(config, gateway={"port": port}))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        data = demo_data(images, console)
+        with TeranClient(running.address) as client:
+            client.wait_ready(30.0)
+            results = ingest(client, data.items, console)
+            sentences = [(f"caption/{i}", text) for i, text in data.captions.items()]
+            client.ingest_sentences(sentences)
+            stats = client.stats()
+        stored = sum(r.stored for r in results)
+        url = running.app.components[GATEWAY].url
+        console.print(
+            f"{stored} images and {stats.sentences} sentences, model {stats.model_version}\n"
+            f"search page: [bold]{url}/[/bold]   (API: {url}/docs, gRPC: {running.address})\n"
+            "try: a red circle above a blue square    (Ctrl-C stops)"
+        )
+        stop.wait()
+    finally:
+        running.stop()
+
+
+if __name__ == "__main__":
+    typer.run(serve)
