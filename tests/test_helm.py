@@ -1798,7 +1798,8 @@ def test_prometheus_scrapes_a_running_service(running_service: RunningApp, tmp_p
     )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
-        query = urllib.parse.quote('teran_rpc_requests_total{method="Stats"}')
+        # OK only: other tests in this process count Stats with other codes too
+        query = urllib.parse.quote('teran_rpc_requests_total{method="Stats",code="OK"}')
         series = _poll(
             "teran_rpc_requests_total scraped",
             lambda: _get_json(f"{api}/query?query={query}")["data"]["result"],
