@@ -99,7 +99,8 @@ def test_demo_model_points_at_named_objects_far_above_chance(
     held_out_scenes: tuple[Any, Any, Any],
 ) -> None:
     """The shipped model's figure is 63 % on the benchmark's 1,000 test scenes (the issue's
-    target, 80 %, is not reached: see docs/benchmarks.md); here, other scenes, a floor well below it."""
+    target, 80 %, is not reached: see docs/benchmarks.md); here, other scenes, a floor well
+    below it."""
     model, tokenizer, source = held_out_scenes
     result = evaluate_pointing(model, tokenizer, source, synthetic_targets(source.source))
     report: dict[str, Any] = result.to_dict()
