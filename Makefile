@@ -30,12 +30,12 @@ lock: $(STAMP)
 DEMO_MODEL ?= models/teran-synthetic-tiny
 
 demo: $(STAMP)
-	$(PY) -m services.demo --checkpoint $(DEMO_MODEL)
+	$(PY) -m teran_dev.demo --checkpoint $(DEMO_MODEL)
 
 # the single-process platform with the demo collection, searched from a browser (URL printed)
 SERVE_PORT ?= 8080
 serve: $(STAMP)
-	$(PY) -m services.serve --checkpoint $(DEMO_MODEL) --port $(SERVE_PORT)
+	$(PY) -m teran_dev.serve --checkpoint $(DEMO_MODEL) --port $(SERVE_PORT)
 
 # The demo model: teran-minilm-tiny's CPU recipe on synthetic scenes, exactly the MrSw run of
 # `make bench-quality` (frozen MiniLM; only its own weights are stored).
@@ -47,10 +47,10 @@ demo-model: $(STAMP)
 
 # The microservice topology on this machine: tritonserver + three services as processes.
 up: $(STAMP)
-	$(PY) -m services.local up --checkpoint $(DEMO_MODEL)
+	$(PY) -m teran_dev.local up --checkpoint $(DEMO_MODEL)
 
 down: $(STAMP)
-	$(PY) -m services.local down
+	$(PY) -m teran_dev.local down
 
 # system packages first (Prometheus, via apt; a clear message where that needs privileges)
 test: $(STAMP)

@@ -17,7 +17,6 @@ import pytest
 from typer.testing import CliRunner
 
 from services.config import load_settings
-from services.demo import QueryRun, annotate, write_report
 from services.main import RunningApp, start
 from teran import SentenceTokenizer, Teran
 from teran.checkpoint import save_checkpoint
@@ -25,6 +24,7 @@ from teran.data.synthetic import SyntheticScenes
 from teran_client import Item, TeranClient, TeranError
 from teran_client.cli import app as cli_app
 from teran_client.cli import parse_value
+from teran_dev.report import QueryRun, annotate, write_report
 
 SCENES = SyntheticScenes(12, split="test", seed=3)
 BOX_EPS = 0.0

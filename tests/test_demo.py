@@ -10,19 +10,12 @@ import pytest
 from rich.console import Console
 
 from services.config import load_settings
-from services.demo import (
-    PHOTO_NOTE,
-    HeldOutRanks,
-    demo_data,
-    held_out_queries,
-    held_out_ranks,
-    print_ranks,
-    run_query,
-    write_report,
-)
 from services.main import RunningApp, start
 from teran.data.synthetic import SyntheticScenes
 from teran_client import TeranClient
+from teran_dev.demo import PHOTO_NOTE, held_out_ranks, run_query
+from teran_dev.demo_data import demo_data, held_out_queries
+from teran_dev.report import HeldOutRanks, print_ranks, write_report
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
 SCENES = 24

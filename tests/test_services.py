@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran.v1 import text_encoder_pb2 as tpb
 from teran.v1 import text_encoder_pb2_grpc as tgrpc
+from teran_dev.launcher import ServerProcess
 
 N_IMAGES = 60
 
@@ -364,21 +362,9 @@ def test_acked_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> None:
         f"common:\n  model: {{checkpoint: {checkpoint}}}\n  store: {{path: {tmp_path / 'store'}}}\n"
     )
 
-    def launch() -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services", "--config", str(config), "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("READY "):
-                return proc, line.split()[1]
-            if not line and proc.poll() is not None:
-                break
-        proc.kill()
-        raise AssertionError("server did not start")
+    def launch() -> tuple[ServerProcess, str]:
+        process = ServerProcess(config, tmp_path / "server.log")
+        return process, process.wait_ready(120)
 
     proc, address = launch()
     acked = []
@@ -389,9 +375,10 @@ def test_acked_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> None:
             assert result.stored
             acked.append(result.id)
             if len(acked) == 25:
-                os.kill(proc.pid, signal.SIGKILL)
+                os.kill(proc.proc.pid, signal.SIGKILL)
                 break
-    proc.wait(30)
+    proc.proc.wait(30)
+    proc.stop()
     proc, address = launch()
     try:
         with grpc.insecure_channel(address) as ch:
@@ -400,8 +387,7 @@ def test_acked_items_survive_kill_9(checkpoint: Path, tmp_path: Path) -> None:
             hits = rgrpc.RankerStub(ch).Search(rpb.SearchRequest(query="a dog.", top_k=100)).hits
             assert set(acked) <= {h.id for h in hits}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        assert proc.stop(30) == 0  # SIGTERM: a graceful exit
 
 
 def test_ranker_sentence_mrsw_equals_the_core_scorer() -> None:

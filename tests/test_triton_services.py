@@ -347,14 +347,14 @@ def test_triton_outage_turns_health_off_and_back_without_restart(
 def test_local_up_status_search_down(
     checkpoint: Path, repository: Path, over_triton: RunningApp, tmp_path: Path
 ) -> None:
-    """`services.local up` leaves Triton and the services running after it returns."""
+    """`teran_dev.local up` leaves Triton and the services running after it returns."""
     workdir = tmp_path / "up"
     workdir.mkdir()
     # the module's export stands in for the one `up` would make (same checkpoint and version)
     shutil.copytree(repository, workdir / f"repository-{model_version(checkpoint)}")
 
     def local(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "services.local", *args, "--workdir", str(workdir)]
+        command = [sys.executable, "-m", "teran_dev.local", *args, "--workdir", str(workdir)]
         return subprocess.run(command, capture_output=True, text=True, timeout=240)
 
     try:

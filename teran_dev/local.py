@@ -1,8 +1,8 @@
 """`make up` / `make down` on this machine: Triton and the services as separate processes.
 
-    python -m services.local up [--checkpoint models/teran-synthetic-tiny] [--workdir .cache/up]
-    python -m services.local status [--workdir .cache/up]
-    python -m services.local down [--workdir .cache/up]
+    python -m teran_dev.local up [--checkpoint models/teran-synthetic-tiny] [--workdir .cache/up]
+    python -m teran_dev.local status [--workdir .cache/up]
+    python -m teran_dev.local down [--workdir .cache/up]
 
 `up` exports the checkpoint to a python-backend Triton repository under the workdir (once per
 model version), starts a real tritonserver and the services detached (own sessions, logs under
@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +38,7 @@ import yaml
 
 from services.modules import IMAGE_ENCODER, RANKER, SEARCH, TEXT_ENCODER
 from teran.tritonserver import TritonServer, free_port
+from teran_dev.launcher import services_command
 
 log = logging.getLogger("teran")
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -321,14 +321,13 @@ def up(
             "inference": {"backend": "triton", "triton_url": triton.grpc_url},
             "store": store,
         }
-        python = [sys.executable, "-m"]
 
         def launch(name: str, target: str, hosted: tuple[str, ...], **ranker: Any) -> Proc:
             port, metrics = free_port(), free_port()
             config = _service_config(
                 workdir / f"{name}.yaml", target, common, port, metrics, ranker
             )
-            command = [*python, "services", "--config", str(config), "--target", target]
+            command = services_command(config, target, log_level="INFO")
             pid, path = _spawn(name, command, logs)
             names = tuple(SERVICE_NAMES[s] for s in hosted)
             address, metrics_at = f"127.0.0.1:{port}", f"127.0.0.1:{metrics}"

@@ -3,10 +3,10 @@
 Starts every service and the HTTP gateway in this process (the demo's configuration: embedded
 store, in-process inference), ingests the demo's synthetic scenes and bundled photos over gRPC
 and each scene's caption as a sentence (so an image opens its top sentences), prints the search
-page's URL and serves until Ctrl-C. The collection is `services.demo`'s, built by its own
+page's URL and serves until Ctrl-C. The collection is `teran_dev.demo`'s, built by its own
 functions.
 
-    python -m services.serve [--checkpoint models/teran-synthetic-tiny] [--port 8080]
+    python -m teran_dev.serve [--checkpoint models/teran-synthetic-tiny] [--port 8080]
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import typer
 from rich.console import Console
 
 from services.config import load_settings
-from services.demo import DEFAULT_CHECKPOINT, demo_data, ingest, write_config
 from services.main import start
 from services.modules import GATEWAY
 from teran_client import TeranClient
+from teran_dev.demo import ingest
+from teran_dev.demo_data import DEFAULT_CHECKPOINT, demo_data
+from teran_dev.launcher import REPO, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO / ".cache" / "serve"
 
 
