@@ -61,7 +61,14 @@ test: $(STAMP)
 # examples a property, this many more (FUZZ_EXAMPLES)
 FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/services/test_fuzz.py
+
+# the unit tests that start no server: the library, the contracts, the chart (about a minute)
+FAST_TESTS := tests/teran tests/test_layering.py tests/test_protos.py tests/services/test_config.py \
+	tests/helm/test_chart.py tests/helm/test_topology.py tests/helm/test_upgrade_job.py \
+	tests/helm/test_images.py
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(FAST_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,7 +2,7 @@
 
 One single-process server (target all, embedded store, in-process inference) loads the demo
 model and a second version of it (its trainable weights perturbed, saved into the workdir as
-tests/test_upgrade.py does). In one run:
+tests/services/test_upgrade.py does). In one run:
 
 - Ingestion: N synthetic scene pictures as PNG bytes through ImageEncoder.Ingest, images/s.
 - Idle search: Ranker.Search latency (p50/p99) with `--clients` concurrent clients, a fixed

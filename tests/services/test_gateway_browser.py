@@ -25,7 +25,7 @@ from services.main import RunningApp
 from services.modules import GATEWAY
 from teran.data.scenes import COLOURS
 from teran_client import Item, TeranClient
-from tests.http_helpers import call, start_gateway_alone, start_platform
+from tests.services.http_helpers import call, start_gateway_alone, start_platform
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -17,7 +17,7 @@ from teran_dev.demo import PHOTO_NOTE, held_out_ranks, run_query
 from teran_dev.demo_data import demo_data, held_out_queries
 from teran_dev.report import HeldOutRanks, print_ranks, write_report
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 SCENES = 24
 
 

@@ -30,7 +30,7 @@ from teran.triton_repo import MANIFEST_FILE, build_repository, read_manifest
 from teran.tritonserver import TritonServer
 from trainer.export import app as export_cli
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 PREFIX = "next_"
 BASE = (TEXT_MODEL, IMAGE_MODEL, PIXELS_MODEL)
 SENTENCES = [

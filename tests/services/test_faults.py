@@ -37,7 +37,7 @@ from teran.v1 import image_encoder_pb2 as ipb
 from teran.v1 import image_encoder_pb2_grpc as igrpc
 from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
-from tests.test_triton_services import (
+from tests.services.test_triton_services import (
     NOT_SERVING,
     QUERIES,
     SERVING,

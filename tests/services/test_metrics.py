@@ -34,7 +34,7 @@ from teran.relevance import (
 )
 
 SHARED = Path(
-    os.environ.get("TERAN_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
+    os.environ.get("TERAN_SHARED") or Path(__file__).resolve().parents[2].parent / "shared"
 )
 FIXTURE = SHARED / "reference" / "metrics"
 METRIC_NAMES = ("r1", "r5", "r10", "medr", "meanr")

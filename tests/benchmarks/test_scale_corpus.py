@@ -19,7 +19,7 @@ from benchmarks.scale_corpus import (
 )
 from teran.checkpoint import model_version
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 IMAGES = 40
 
 

@@ -25,8 +25,8 @@ from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client import ChannelSecurity
 from teran_client.channels import open_channel
-from tests.http_helpers import Answer, call, multipart, start_gateway_alone, start_platform
-from tests.test_security import _write_keys
+from tests.services.http_helpers import Answer, call, multipart, start_gateway_alone, start_platform
+from tests.services.test_security import _write_keys
 
 MAX_UPLOAD = 64 << 10
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

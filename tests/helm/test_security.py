@@ -31,7 +31,7 @@ from services.security.peers import peer_security
 from services.server import GrpcServer
 from services.upgrade.__main__ import app as upgrade_cli
 from teran_client.channels import ChannelSecurity, open_channel
-from tests.test_helm import (
+from tests.helm.chart import (
     NAMESPACE,
     RELEASE,
     SERVICES,
@@ -45,7 +45,7 @@ from tests.test_helm import (
     security_values,
     tls_secret,
 )
-from tests.test_security import _certificate
+from tests.services.test_security import _certificate
 
 SECRETS_DIR = "/var/run/secrets/teran"
 """Where the chart mounts the security Secrets (templates/_helpers.tpl teran.security.dir)."""
@@ -185,8 +185,8 @@ def test_probes_use_the_health_port_with_tls(value_set: str) -> None:
 
 def test_secure_set_mounts_the_secrets_read_only() -> None:
     """The secure set: every service mounts the keys file and the certificate, the ranker alone
-    the service key; the config names each mounted file (test_helm's config test checks the
-    files against the settings, target by target)."""
+    the service key; the config names each mounted file (the config test of
+    tests/helm/test_topology.py checks the files against the settings, target by target)."""
     r = rendered("secure")
     security = security_values("secure")
     for component in SERVICES:

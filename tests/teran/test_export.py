@@ -61,6 +61,8 @@ SENTENCES = [
 ]
 EXPORT_REGIONS = 5  # R of the example inputs in teran.export._example_inputs
 
+pytestmark = pytest.mark.slow  # ONNX exports and real tritonservers: tens of seconds
+
 
 @pytest.fixture(scope="module")
 def extractor() -> GridRegionExtractor:

@@ -37,7 +37,7 @@ from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran.v1 import text_encoder_pb2 as tpb
 from teran.v1 import text_encoder_pb2_grpc as tgrpc
 
-DEMO = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
+DEMO = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 QUERIES = ["a red circle.", "two blue squares.", "a green triangle near a square."]
 Phase = apb.UpgradeProgress.Phase
 

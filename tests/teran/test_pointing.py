@@ -23,7 +23,7 @@ from teran.pointing import (
 from teran.regions import grid_boxes
 from trainer.data import synthetic_split
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "teran-synthetic-tiny"
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 
 # a 2 x 2 grid: top left, top right, bottom left, bottom right
 GRID = grid_boxes(2).numpy()

@@ -40,7 +40,7 @@ from services.store.edge import EdgeStore
 from services.store.naming import point_id
 from services.store.qdrant import QdrantStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DIM = 32
 V1 = "v1"
 

@@ -3,7 +3,7 @@ header, and Qdrant over https with a private CA and an api key.
 
 Triton is the real tritonserver of nvidia-pytriton with `--grpc-use-ssl-mutual` and
 `--grpc-restricted-protocol`, certificates from a test CA. No Qdrant server can run here: the
-Qdrant part runs against `QdrantStandIn` (tests/test_faults.py), standing in for a Qdrant
+Qdrant part runs against `QdrantStandIn` (tests/services/test_faults.py), standing in for a Qdrant
 server behind TLS that checks the api-key header.
 """
 
@@ -28,9 +28,9 @@ from services.store.interface import StoreUnavailable
 from teran.tritonserver import TritonServer
 from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
-from tests.test_faults import QdrantStandIn, _search_hits
-from tests.test_security import pki  # noqa: F401 (fixture: a test CA, server and client)
-from tests.test_triton_services import (
+from tests.services.test_faults import QdrantStandIn, _search_hits
+from tests.services.test_security import pki  # noqa: F401 (fixture: a test CA, server and client)
+from tests.services.test_triton_services import (
     NOT_SERVING,
     QUERIES,
     SERVING,
