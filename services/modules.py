@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from services.config import Settings, Target
 from services.security.peers import peer_security
 from services.server import GrpcServer
 
+if TYPE_CHECKING:
+    from services.core.images import ImageEncoding, ImageSource
+    from services.core.sentence_index import TextEncoder
+    from services.core.text import TextEncoding
+    from services.inference.models import ServedModels
+    from services.store import VectorStore
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 INFERENCE: Final = "inference"
 STORE: Final = "store"
@@ -54,7 +62,8 @@ class Module:
 
 @dataclass
 class App:
-    """A process: its settings, its gRPC server and the modules it started."""
+    """A process: its settings, its gRPC server and the modules it started, with typed views
+    of the components the modules share (`models`, `store`, `text`, `images`)."""
 
     settings: Settings
     server: GrpcServer
@@ -68,6 +77,48 @@ class App:
     def hosts(self, service: str) -> bool:
         return service in self.services
 
+    # typed views of the shared components, for the modules that depend on them
+    @property
+    def models(self) -> ServedModels:
+        return cast("ServedModels", self._started(INFERENCE))
+
+    @property
+    def store(self) -> VectorStore:
+        return cast("VectorStore", self._started(STORE))
+
+    @property
+    def text(self) -> TextEncoder:
+        return cast("TextEncoder", self._started(TEXT))
+
+    @property
+    def images(self) -> ImageSource:
+        return cast("ImageSource", self._started(IMAGES))
+
+    @property
+    def text_encoding(self) -> TextEncoding:
+        """The in-process text side: what a process hosting the TextEncoder has as `text`."""
+        from services.core.text import TextEncoding
+
+        return self._local(TEXT, TextEncoding)
+
+    @property
+    def image_encoding(self) -> ImageEncoding:
+        """The in-process image side: what a process hosting the ImageEncoder has as `images`."""
+        from services.core.images import ImageEncoding
+
+        return self._local(IMAGES, ImageEncoding)
+
+    def _local(self, name: str, kind: type[_T]) -> _T:
+        component = self._started(name)
+        if not isinstance(component, kind):
+            raise RuntimeError(f"module {name} is a client of a peer here, not in-process")
+        return component
+
+    def _started(self, name: str) -> Any:
+        if name not in self.components:
+            raise RuntimeError(f"module {name} is not started (target {self.settings.target})")
+        return self.components[name]
+
 
 # --- init functions ----------------------------------------------------------------------
 
@@ -79,10 +130,9 @@ def _inference(app: App) -> Any:
 
 
 def _store(app: App) -> Any:
-    from services.inference.models import ServedModels
     from services.store.factory import build_store
 
-    models: ServedModels = app.components[INFERENCE]
+    models = app.models
     versions = [(v, models.backend(v).info.embed_dim) for v in models.versions]
     store = build_store(app.settings.common.store, versions)
     live = store.live_version(fresh=True)
@@ -102,7 +152,7 @@ def _text(app: App) -> Any:
     from teran.checkpoint import load_tokenizer
 
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
-        models = app.components[INFERENCE]
+        models = app.models
         tokenizers = {v: load_tokenizer(models.checkpoints[v]) for v in models.versions}
         cfg = app.settings.text_encoder
         return TextEncoding(models, tokenizers, cfg.max_sentences, cfg.max_sentence_chars)
@@ -116,7 +166,7 @@ def _images(app: App) -> Any:
     from services.image_encoder.client import ImageEncoderClient
 
     if app.hosts(IMAGE_ENCODER) or app.settings.ranker.image_encoder_url is None:
-        return ImageEncoding(app.components[INFERENCE], app.settings.image_encoder)
+        return ImageEncoding(app.models, app.settings.image_encoder)
     return ImageEncoderClient(
         app.settings.ranker.image_encoder_url, security=peer_security(app.settings.server)
     )
@@ -126,7 +176,7 @@ def _text_encoder(app: App) -> Any:
     from services.text_encoder.service import SERVICE, TextEncoderServicer
     from teran.v1 import text_encoder_pb2_grpc
 
-    servicer = TextEncoderServicer(app.components[TEXT])
+    servicer = TextEncoderServicer(app.text_encoding)
     text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer
@@ -137,8 +187,8 @@ def _image_encoder(app: App) -> Any:
     from teran.v1 import image_encoder_pb2_grpc
 
     servicer = ImageEncoderServicer(
-        app.components[IMAGES],
-        app.components[STORE],
+        app.image_encoding,
+        app.store,
         max_in_flight=app.settings.image_encoder.max_in_flight,
     )
     image_encoder_pb2_grpc.add_ImageEncoderServicer_to_server(servicer, app.server.server)
@@ -153,14 +203,14 @@ def _ranker(app: App) -> Any:
 
     cfg = app.settings.ranker
     ranker = Ranker(
-        app.components[STORE],
-        app.components[TEXT],
+        app.store,
+        app.text,
         cfg.candidates,
         cfg.max_top_k,
         cfg.max_offset,
         cfg.max_query_chars,
     )
-    servicer = RankerServicer(ranker, app.components[IMAGES], cfg.max_payload_bytes)
+    servicer = RankerServicer(ranker, app.images, cfg.max_payload_bytes)
     ranker_pb2_grpc.add_RankerServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer
@@ -171,8 +221,8 @@ def _admin(app: App) -> Any:
     from services.upgrade.service import SERVICE, AdminServicer
     from teran.v1 import admin_pb2_grpc
 
-    reindexer = Reindexer(app.components[STORE], app.components[IMAGES], app.components[TEXT])
-    servicer = AdminServicer(reindexer, app.components[INFERENCE])
+    reindexer = Reindexer(app.store, app.image_encoding, app.text)
+    servicer = AdminServicer(reindexer, app.models)
     admin_pb2_grpc.add_AdminServicer_to_server(servicer, app.server.server)
     app.server.add_service(SERVICE)
     return servicer

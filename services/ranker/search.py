@@ -131,7 +131,6 @@ class Ranker:
         return text
 
     def _window(self, top_k: int, offset: int) -> int:
-        top_k = top_k or 10
         if not 1 <= top_k <= self.max_top_k:
             raise InvalidArgument("top_k", f"must be in 1..{self.max_top_k}, got {top_k}")
         if not 0 <= offset <= self.max_offset:

@@ -34,6 +34,8 @@ from teran.v1 import ranker_pb2 as pb
 from teran.v1 import ranker_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Ranker"].full_name
+DEFAULT_TOP_K = 10
+"""What an unset `top_k` means (ranker.proto)."""
 MAX_CONDITIONS = 64
 MAX_SENTENCES = 256
 
@@ -93,7 +95,7 @@ class RankerServicer(pb_grpc.RankerServicer):
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         found = self.ranker.search(
             request.query,
-            request.top_k,
+            request.top_k or DEFAULT_TOP_K,
             request.offset,
             to_filter(request.filter),
             request.explain,
@@ -143,7 +145,7 @@ class RankerServicer(pb_grpc.RankerServicer):
             query, field = to_image_query(request, source, "query")
             image = self.images.encode_query(query, field, index.version)
         results = self.ranker.search_sentences(
-            image, index, request.top_k, request.offset, flt, check
+            image, index, request.top_k or DEFAULT_TOP_K, request.offset, flt, check
         )
         return pb.SearchSentencesResponse(
             hits=[
