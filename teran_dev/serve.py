@@ -30,29 +30,20 @@ from teran_dev.launcher import REPO, write_config
 DEFAULT_WORKDIR = REPO / ".cache" / "serve"
 
 
-def serve(
-    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder")] = DEFAULT_CHECKPOINT,
-    workdir: Annotated[Path, typer.Option(help="config and store (fresh each run)")] = (
-        DEFAULT_WORKDIR
-    ),
-    port: Annotated[int, typer.Option(min=0, max=65535, help="the page's port (0: free)")] = 8080,
-    images: Annotated[int, typer.Option(min=0, help="synthetic scenes to ingest")] = 200,
+def serve_demo(
+    checkpoint: Path,
+    workdir: Path,
+    port: int,
+    images: int,
+    console: Console,
+    stop: threading.Event,
+    ready: list[str] | None = None,
 ) -> None:
-    """Serve the platform and its search page with the demo collection ingested."""
-    console = Console()
-    if not (checkpoint / "teran_config.json").is_file():
-        console.print(f"[red]no checkpoint at {checkpoint}[/red]: pass --checkpoint DIR")
-        raise typer.Exit(2)
+    """The platform with the demo collection and its captions, until `stop` is set; the
+    page's URL is printed and appended to `ready`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(workdir, checkpoint)
     running = start(load_settings(config, gateway={"port": port}))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         data = demo_data(images, console)
         with TeranClient(running.address) as client:
@@ -68,9 +59,34 @@ def serve(
             f"search page: [bold]{url}/[/bold]   (API: {url}/docs, gRPC: {running.address})\n"
             "try: a red circle above a blue square    (Ctrl-C stops)"
         )
+        if ready is not None:
+            ready.append(url)
         stop.wait()
     finally:
         running.stop()
+
+
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="checkpoint folder")] = DEFAULT_CHECKPOINT,
+    workdir: Annotated[Path, typer.Option(help="config and store (fresh each run)")] = (
+        DEFAULT_WORKDIR
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="the page's port (0: free)")] = 8080,
+    images: Annotated[int, typer.Option(min=0, help="synthetic scenes to ingest")] = 200,
+) -> None:
+    """Serve the platform and its search page with the demo collection ingested."""
+    console = Console()
+    if not (checkpoint / "teran_config.json").is_file():
+        console.print(f"[red]no checkpoint at {checkpoint}[/red]: pass --checkpoint DIR")
+        raise typer.Exit(2)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    serve_demo(checkpoint, workdir, port, images, console, stop)
 
 
 if __name__ == "__main__":
