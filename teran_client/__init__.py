@@ -4,6 +4,7 @@
 sentences with images, and manages the collections; failures raise `TeranError`.
 """
 
+from teran_client.aio import AsyncTeranClient
 from teran_client.channels import ChannelSecurity
 from teran_client.client import (
     Box,
@@ -23,6 +24,7 @@ from teran_client.client import (
 )
 
 __all__ = [
+    "AsyncTeranClient",
     "Box",
     "ChannelSecurity",
     "DeleteResult",

@@ -30,6 +30,14 @@ from teran_client.messages import (  # noqa: F401 - folder_items, to_filter: par
     folder_items,
     from_alignment,
     from_struct,
+    ingest_result,
+    search_request,
+    search_result,
+    search_sentences_request,
+    sentence_batches,
+    sentence_results,
+    sentence_search_result,
+    stats_of,
     to_filter,
     to_ingest_item,
     to_regions,
@@ -157,9 +165,7 @@ class TeranClient:
                 if pending:
                     pending.popleft()  # this item's id
                 slots.release()
-                yield IngestResult(
-                    response.id, response.stored, response.code, response.message, response.regions
-                )
+                yield ingest_result(response)
             yield from decided_here()
         except grpc.RpcError as err:
             raise TeranError.from_rpc(err) from None
@@ -190,25 +196,8 @@ class TeranClient:
         explain: bool = False,
     ) -> SearchResult:
         """Images for a sentence, best first; `explain` adds each query word's best region."""
-        request = rk_pb.SearchRequest(query=query, top_k=top_k, offset=offset, explain=explain)
-        flt = to_filter(filter)
-        if flt is not None:
-            request.filter.CopyFrom(flt)
-        response = self._call(self._ranker.Search, request)
-        return SearchResult(
-            hits=[
-                ImageHit(
-                    id=h.id,
-                    score=h.score,
-                    uri=h.uri,
-                    payload=from_struct(h.payload),
-                    alignment=[from_alignment(a) for a in h.alignment],
-                )
-                for h in response.hits
-            ],
-            words=list(response.words),
-            model_version=response.model_version,
-        )
+        request = search_request(query, top_k, offset, filter, explain)
+        return search_result(self._call(self._ranker.Search, request))
 
     def search_sentences(
         self,
@@ -220,27 +209,8 @@ class TeranClient:
         filter: FilterSpec | None = None,
     ) -> SentenceSearchResult:
         """Sentences for an image: encoded bytes, a stored image's id, or precomputed regions."""
-        given = [x for x in (image, image_id, regions) if x is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of image, image_id or regions")
-        request = rk_pb.SearchSentencesRequest(top_k=top_k, offset=offset)
-        if image is not None:
-            request.image = image
-        elif image_id is not None:
-            request.image_id = image_id
-        else:
-            assert regions is not None
-            request.regions.CopyFrom(to_regions(*regions))
-        flt = to_filter(filter)
-        if flt is not None:
-            request.filter.CopyFrom(flt)
-        response = self._call(self._ranker.SearchSentences, request)
-        return SentenceSearchResult(
-            hits=[
-                SentenceHit(h.id, h.text, h.score, from_struct(h.payload)) for h in response.hits
-            ],
-            model_version=response.model_version,
-        )
+        request = search_sentences_request(image, image_id, regions, top_k, offset, filter)
+        return sentence_search_result(self._call(self._ranker.SearchSentences, request))
 
     # --- collection management -----------------------------------------------------------
 
@@ -249,23 +219,10 @@ class TeranClient:
     ) -> list[IngestResult]:
         """Add (id, text[, payload]) sentences, in requests of at most 256: one result per
         sentence, in order; a bad sentence fails alone (its result says why)."""
-        batch: list[rk_pb.Sentence] = []
         results: list[IngestResult] = []
-        for entry in sentences:
-            sid, text = entry[0], entry[1]
-            payload: Mapping[str, Any] = entry[2] if len(entry) == 3 else {}
-            batch.append(rk_pb.Sentence(id=sid, text=text, payload=to_struct(payload)))
-            if len(batch) == SENTENCES_PER_REQUEST:
-                results += self._ingest_sentence_batch(batch)
-                batch = []
-        if batch:
-            results += self._ingest_sentence_batch(batch)
+        for request in sentence_batches(sentences, SENTENCES_PER_REQUEST):
+            results += sentence_results(self._call(self._ranker.IngestSentences, request))
         return results
-
-    def _ingest_sentence_batch(self, batch: list[rk_pb.Sentence]) -> list[IngestResult]:
-        request = rk_pb.IngestSentencesRequest(sentences=batch)
-        response = self._call(self._ranker.IngestSentences, request)
-        return [IngestResult(r.id, r.stored, r.code, r.message) for r in response.results]
 
     def delete(
         self, image_ids: Iterable[str] = (), sentence_ids: Iterable[str] = ()
@@ -276,11 +233,7 @@ class TeranClient:
         return DeleteResult(int(response.deleted), list(response.not_found))
 
     def stats(self) -> Stats:
-        r = self._call(self._ranker.Stats, rk_pb.StatsRequest())
-        return Stats(
-            int(r.images), int(r.sentences), r.model_version, r.image_collection,
-            r.sentence_collection,
-        )  # fmt: skip
+        return stats_of(self._call(self._ranker.Stats, rk_pb.StatsRequest()))
 
     # --- liveness ------------------------------------------------------------------------
 

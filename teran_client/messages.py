@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,19 @@ from google.protobuf import json_format, struct_pb2
 from teran.v1 import common_pb2
 from teran.v1 import image_encoder_pb2 as ie_pb
 from teran.v1 import ranker_pb2 as rk_pb
-from teran_client.results import Box, FilterSpec, Item, Scalar, WordAlignment
+from teran_client.results import (
+    Box,
+    FilterSpec,
+    ImageHit,
+    IngestResult,
+    Item,
+    Scalar,
+    SearchResult,
+    SentenceHit,
+    SentenceSearchResult,
+    Stats,
+    WordAlignment,
+)
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
@@ -106,3 +118,93 @@ def folder_items(
         for p in sorted(files)
         if p.is_file() and p.suffix.lower() in wanted
     ]
+
+
+def search_request(
+    query: str, top_k: int, offset: int, filter: FilterSpec | None, explain: bool
+) -> rk_pb.SearchRequest:
+    request = rk_pb.SearchRequest(query=query, top_k=top_k, offset=offset, explain=explain)
+    flt = to_filter(filter)
+    if flt is not None:
+        request.filter.CopyFrom(flt)
+    return request
+
+
+def search_result(response: rk_pb.SearchResponse) -> SearchResult:
+    return SearchResult(
+        hits=[
+            ImageHit(
+                id=h.id,
+                score=h.score,
+                uri=h.uri,
+                payload=from_struct(h.payload),
+                alignment=[from_alignment(a) for a in h.alignment],
+            )
+            for h in response.hits
+        ],
+        words=list(response.words),
+        model_version=response.model_version,
+    )
+
+
+def search_sentences_request(
+    image: bytes | None,
+    image_id: str | None,
+    regions: tuple[np.ndarray, np.ndarray] | None,
+    top_k: int,
+    offset: int,
+    filter: FilterSpec | None,
+) -> rk_pb.SearchSentencesRequest:
+    """Exactly one of an encoded image, a stored image's id or precomputed regions."""
+    given = [x for x in (image, image_id, regions) if x is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of image, image_id or regions")
+    request = rk_pb.SearchSentencesRequest(top_k=top_k, offset=offset)
+    if image is not None:
+        request.image = image
+    elif image_id is not None:
+        request.image_id = image_id
+    else:
+        assert regions is not None
+        request.regions.CopyFrom(to_regions(*regions))
+    flt = to_filter(filter)
+    if flt is not None:
+        request.filter.CopyFrom(flt)
+    return request
+
+
+def sentence_search_result(response: rk_pb.SearchSentencesResponse) -> SentenceSearchResult:
+    return SentenceSearchResult(
+        hits=[SentenceHit(h.id, h.text, h.score, from_struct(h.payload)) for h in response.hits],
+        model_version=response.model_version,
+    )
+
+
+def sentence_batches(
+    sentences: Iterable[tuple[str, str] | tuple[str, str, Mapping[str, Any]]], size: int
+) -> Iterator[rk_pb.IngestSentencesRequest]:
+    """(id, text[, payload]) sentences in requests of at most `size`."""
+    batch: list[rk_pb.Sentence] = []
+    for entry in sentences:
+        payload: Mapping[str, Any] = entry[2] if len(entry) == 3 else {}
+        batch.append(rk_pb.Sentence(id=entry[0], text=entry[1], payload=to_struct(payload)))
+        if len(batch) == size:
+            yield rk_pb.IngestSentencesRequest(sentences=batch)
+            batch = []
+    if batch:
+        yield rk_pb.IngestSentencesRequest(sentences=batch)
+
+
+def sentence_results(response: rk_pb.IngestSentencesResponse) -> list[IngestResult]:
+    return [IngestResult(r.id, r.stored, r.code, r.message) for r in response.results]
+
+
+def ingest_result(r: ie_pb.IngestResult) -> IngestResult:
+    return IngestResult(r.id, r.stored, r.code, r.message, r.regions)
+
+
+def stats_of(r: rk_pb.StatsResponse) -> Stats:
+    return Stats(
+        int(r.images), int(r.sentences), r.model_version, r.image_collection,
+        r.sentence_collection,
+    )  # fmt: skip
