@@ -9,7 +9,6 @@ Search at scale (latency, throughput, recall, memory against collection size) is
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import shutil
@@ -30,6 +29,7 @@ from teran.data.synthetic import SyntheticScenes
 from teran.regions import to_pixels
 from teran.v1 import image_encoder_pb2 as ipb
 from teran.v1 import image_encoder_pb2_grpc as igrpc
+from teran_dev.demo_data import png_bytes
 
 QUERIES = [
     "a red circle to the left of a blue square.",
@@ -50,13 +50,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", default=None)
     p.add_argument("--out", default="benchmarks/results/services.json")
     return p.parse_args(argv)
-
-
-def png_bytes(image: Any) -> bytes:
-    """A picture as a client sends it."""
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
 
 
 def bench_ingest(checkpoint: Path, workdir: Path, n: int) -> dict[str, float]:

@@ -38,7 +38,7 @@ from typing import Any
 import grpc
 import torch
 
-from benchmarks.bench_services import QUERIES, png_bytes
+from benchmarks.bench_services import QUERIES
 from services.config import load_settings
 from services.main import start
 from teran.checkpoint import load_checkpoint, model_version, read_header, save_checkpoint
@@ -51,6 +51,7 @@ from teran.v1 import ranker_pb2 as rpb
 from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran.v1 import text_encoder_pb2 as tpb
 from teran.v1 import text_encoder_pb2_grpc as tgrpc
+from teran_dev.demo_data import png_bytes
 
 Phase = apb.UpgradeProgress.Phase
 SEARCH_TIMEOUT_S = 60.0

@@ -83,7 +83,6 @@ queries (MrSw = sum over the query's words, or the sentence's words, of the best
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -93,6 +92,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from teran_dev.demo_data import png_bytes
 
 SPLIT = "test"
 SEED = 1000
@@ -146,12 +147,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _png(picture: Any) -> bytes:
-    out = io.BytesIO()
-    picture.save(out, "PNG")
-    return out.getvalue()
-
-
 class _Encoders:
     """The services' encoding classes over the in-process backend: what the server runs."""
 
@@ -199,7 +194,7 @@ class _Encoders:
         """The served path gives the same vectors: PNG bytes decoded by the ImageEncoder, and a
         query sentence encoded on its own as the ranker does."""
         for i, picture in enumerate(pictures):
-            served = self.images.encode([self.images.decode(_png(picture), "image")])[0]
+            served = self.images.encode([self.images.decode(png_bytes(picture), "image")])[0]
             assert np.allclose(served.regions, regions[i], atol=1e-4), "image vectors differ"
         for text, w in zip(texts, words, strict=True):
             served_words = self.text.encode_one(text).words

@@ -11,22 +11,12 @@ import yaml
 
 from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client.channels import ChannelSecurity, open_channel
-from teran_dev.launcher import ServerProcess
+from teran_dev.launcher import ServerProcess, merged
 
 STARTUP_TIMEOUT_S = 180.0
 TORCH_THREADS = 1
 """The server's in-process inference threads: on 2 cores shared with the store's search, two
 torch threads preempted each other (a 12-token query took 10x longer than with one)."""
-
-
-def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 class Server:
@@ -53,7 +43,7 @@ class Server:
             },
         }
         path = workdir / "server.yaml"
-        path.write_text(yaml.safe_dump(_merged(base, config or {})))
+        path.write_text(yaml.safe_dump(merged(base, config or {})))
         self.process = ServerProcess(path, workdir / "server.log")
         self.address = self.process.wait_ready(STARTUP_TIMEOUT_S)
         self.channel = open_channel(self.address, ChannelSecurity(api_key=api_key))

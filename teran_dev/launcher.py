@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -97,3 +97,14 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+
+def merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` over `base`, mappings merged key by key (as Helm merges values files)."""
+    out = dict(base)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -13,6 +13,7 @@ import yaml
 from helm_python import Chart
 
 from services.config import ServerCfg
+from teran_dev.launcher import merged
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "teran"
@@ -110,17 +111,6 @@ class Rendered:
         cm = self.one("ConfigMap", RELEASE)
         parsed: dict[str, Any] = yaml.safe_load(cm["data"]["config.yaml"])
         return parsed
-
-
-def merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """`values` over `base`, mappings merged key by key (as Helm merges values files)."""
-    out = dict(base)
-    for key, value in values.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def render(

@@ -102,6 +102,16 @@ def _counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _await_count(method: str, code: str, before: float, timeout_s: float = 20.0) -> None:
+    """Until the RPC counter passes `before`: the handler notices within a second (the rest is
+    slack for a loaded machine); the caller asserts the final count."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _counter("teran_rpc_requests_total", method=method, code=code) > before:
+            return
+        time.sleep(0.05)
+
+
 def test_keys_and_roles_decide_who_calls_what(server: RunningApp, secrets: dict[str, Any]) -> None:
     keys = secrets["keys"]
     search = rpb.SearchRequest(query="a red circle", top_k=3)
@@ -292,11 +302,7 @@ def test_a_cancelled_stream_is_counted_as_cancelled(
         assert not first.stored
         call.cancel()
         hold.set()
-    deadline = time.monotonic() + 20  # the handler notices within a second; slack for load
-    while time.monotonic() < deadline:
-        if _counter("teran_rpc_requests_total", method="Ingest", code="CANCELLED") > before:
-            break
-        time.sleep(0.05)
+    _await_count("Ingest", "CANCELLED", before)
     # at least: streams an earlier test cancelled may be counted meanwhile, as they should
     assert _counter("teran_rpc_requests_total", method="Ingest", code="CANCELLED") >= before + 1
 
@@ -524,11 +530,7 @@ def test_a_stream_past_its_deadline_is_counted_as_deadline_exceeded(
             list(call)
         hold.set()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = time.monotonic() + 20  # the handler notices within a second; slack for load
-    while time.monotonic() < deadline:
-        if _counter("teran_rpc_requests_total", method="Ingest", code="DEADLINE_EXCEEDED") > before:
-            break
-        time.sleep(0.05)
+    _await_count("Ingest", "DEADLINE_EXCEEDED", before)
     assert _counter("teran_rpc_requests_total", method="Ingest", code="DEADLINE_EXCEEDED") == (
         before + 1
     )
