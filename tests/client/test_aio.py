@@ -75,8 +75,13 @@ def test_the_asyncio_client_answers_like_the_threaded_one(keyed: tuple[RunningAp
             assert [h.id for h in by_id.hits] == ["s0"]
             with TeranClient(running.address, api_key=key) as threaded:
                 same = threaded.search(queries[0], top_k=3, explain=True)
-            assert [(h.id, h.score, h.alignment) for h in same.hits] == [
-                (h.id, h.score, h.alignment) for h in found[0].hits
+            # Concurrent queries share an encoder batch, so scores agree to float precision.
+            assert [h.id for h in same.hits] == [h.id for h in found[0].hits]
+            assert [h.score for h in same.hits] == pytest.approx(
+                [h.score for h in found[0].hits], abs=1e-5
+            )
+            assert [[(a.word, a.region) for a in h.alignment] for h in same.hits] == [
+                [(a.word, a.region) for a in h.alignment] for h in found[0].hits
             ]
             deleted = await client.delete(image_ids=["a5", "nope"])
             assert deleted.deleted == 1 and deleted.not_found == ["nope"]
