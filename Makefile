@@ -82,9 +82,9 @@ fmt: $(STAMP)
 refcheck: $(STAMP)
 	$(PY) -m trainer.refcheck $(FIXTURE)
 
-# gRPC contracts -> teran/v1/*_pb2*.py (committed; tests check they are up to date)
+# gRPC contracts -> teran_protos/v1/*_pb2*.py (committed; tests check they are up to date)
 protos: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran/v1/*.proto
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran_protos/v1/*.proto
 
 bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load
 

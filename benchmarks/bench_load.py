@@ -32,11 +32,11 @@ from benchmarks.served import TORCH_THREADS, Server
 from services.security.keys import hash_key, new_key
 from teran.checkpoint import model_version
 from teran.data.synthetic import SyntheticScenes
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_dev.demo_data import png_bytes
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 
 SEARCH_CLIENTS = 8
 BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}

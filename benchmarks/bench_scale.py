@@ -54,7 +54,7 @@ from benchmarks.served import TORCH_THREADS, Server
 from services.config import StoreCfg
 from services.store import IndexLayout, StoredImage, StoredSentence
 from services.store.edge import EdgeStore
-from teran.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2 as rpb
 
 K = 10
 

@@ -27,9 +27,9 @@ from services.main import start
 from teran.checkpoint import model_version
 from teran.data.synthetic import SyntheticScenes
 from teran.regions import to_pixels
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
 from teran_dev.demo_data import png_bytes
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
 
 QUERIES = [
     "a red circle to the left of a blue square.",

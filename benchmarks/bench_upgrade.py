@@ -43,15 +43,15 @@ from services.config import load_settings
 from services.main import start
 from teran.checkpoint import load_checkpoint, model_version, read_header, save_checkpoint
 from teran.data.synthetic import SyntheticScenes
-from teran.v1 import admin_pb2 as apb
-from teran.v1 import admin_pb2_grpc as agrpc
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
-from teran.v1 import text_encoder_pb2 as tpb
-from teran.v1 import text_encoder_pb2_grpc as tgrpc
 from teran_dev.demo_data import png_bytes
+from teran_protos.v1 import admin_pb2 as apb
+from teran_protos.v1 import admin_pb2_grpc as agrpc
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import text_encoder_pb2 as tpb
+from teran_protos.v1 import text_encoder_pb2_grpc as tgrpc
 
 Phase = apb.UpgradeProgress.Phase
 SEARCH_TIMEOUT_S = 60.0

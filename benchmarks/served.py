@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client.channels import ChannelSecurity, open_channel
 from teran_dev.launcher import ServerProcess, merged
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 
 STARTUP_TIMEOUT_S = 180.0
 TORCH_THREADS = 1

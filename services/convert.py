@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from services.core.images import ImageQuery, Regions
 from services.errors import InvalidArgument
 from services.store.filters import RESERVED_PREFIX
-from teran.v1 import common_pb2
+from teran_protos.v1 import common_pb2
 
 
 def to_matrix(array: np.ndarray) -> common_pb2.Matrix:

@@ -174,7 +174,7 @@ def _images(app: App) -> Any:
 
 def _text_encoder(app: App) -> Any:
     from services.text_encoder.service import SERVICE, TextEncoderServicer
-    from teran.v1 import text_encoder_pb2_grpc
+    from teran_protos.v1 import text_encoder_pb2_grpc
 
     servicer = TextEncoderServicer(app.text_encoding)
     text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(servicer, app.server.server)
@@ -184,7 +184,7 @@ def _text_encoder(app: App) -> Any:
 
 def _image_encoder(app: App) -> Any:
     from services.image_encoder.service import SERVICE, ImageEncoderServicer
-    from teran.v1 import image_encoder_pb2_grpc
+    from teran_protos.v1 import image_encoder_pb2_grpc
 
     servicer = ImageEncoderServicer(
         app.image_encoding,
@@ -199,7 +199,7 @@ def _image_encoder(app: App) -> Any:
 def _ranker(app: App) -> Any:
     from services.ranker.search import Ranker
     from services.ranker.service import SERVICE, RankerServicer
-    from teran.v1 import ranker_pb2_grpc
+    from teran_protos.v1 import ranker_pb2_grpc
 
     cfg = app.settings.ranker
     ranker = Ranker(
@@ -219,7 +219,7 @@ def _ranker(app: App) -> Any:
 def _admin(app: App) -> Any:
     from services.upgrade.reindex import Reindexer
     from services.upgrade.service import SERVICE, AdminServicer
-    from teran.v1 import admin_pb2_grpc
+    from teran_protos.v1 import admin_pb2_grpc
 
     reindexer = Reindexer(app.store, app.image_encoding, app.text)
     servicer = AdminServicer(reindexer, app.models)

@@ -1,7 +1,7 @@
 """TERAN: fine-grained region-word alignment for cross-modal retrieval (Messina et al., 2021).
 
-The names below load on first use, so that `teran.v1` (the gRPC contracts, used by clients)
-imports without torch and transformers.
+The names below load on first use, so that the torch-free modules (`teran.contract`, which the
+Triton client and backend import) load without torch and transformers.
 """
 
 from __future__ import annotations

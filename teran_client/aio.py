@@ -20,10 +20,6 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from teran.v1 import image_encoder_pb2 as ie_pb
-from teran.v1 import image_encoder_pb2_grpc as ie_grpc
-from teran.v1 import ranker_pb2 as rk_pb
-from teran.v1 import ranker_pb2_grpc as rk_grpc
 from teran_client.channels import ChannelSecurity
 from teran_client.client import MAX_MESSAGE_BYTES, SENTENCES_PER_REQUEST
 from teran_client.messages import (
@@ -47,6 +43,10 @@ from teran_client.results import (
     Stats,
     TeranError,
 )
+from teran_protos.v1 import image_encoder_pb2 as ie_pb
+from teran_protos.v1 import image_encoder_pb2_grpc as ie_grpc
+from teran_protos.v1 import ranker_pb2 as rk_pb
+from teran_protos.v1 import ranker_pb2_grpc as rk_grpc
 
 
 class AsyncTeranClient:

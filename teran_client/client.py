@@ -20,10 +20,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from teran.v1 import image_encoder_pb2 as ie_pb
-from teran.v1 import image_encoder_pb2_grpc as ie_grpc
-from teran.v1 import ranker_pb2 as rk_pb
-from teran.v1 import ranker_pb2_grpc as rk_grpc
 from teran_client.channels import ChannelSecurity, open_channel
 from teran_client.messages import (  # noqa: F401 - folder_items, to_filter: part of this API
     IMAGE_EXTENSIONS,
@@ -57,6 +53,10 @@ from teran_client.results import (  # noqa: F401 - re-exported: the client's res
     TeranError,
     WordAlignment,
 )
+from teran_protos.v1 import image_encoder_pb2 as ie_pb
+from teran_protos.v1 import image_encoder_pb2_grpc as ie_grpc
+from teran_protos.v1 import ranker_pb2 as rk_pb
+from teran_protos.v1 import ranker_pb2_grpc as rk_grpc
 
 MAX_MESSAGE_BYTES = 32 << 20
 """Matches the server's default `max_message_mb`: a 16 MiB image plus its envelope fits."""

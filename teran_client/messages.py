@@ -9,9 +9,6 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from teran.v1 import common_pb2
-from teran.v1 import image_encoder_pb2 as ie_pb
-from teran.v1 import ranker_pb2 as rk_pb
 from teran_client.results import (
     Box,
     FilterSpec,
@@ -25,6 +22,9 @@ from teran_client.results import (
     Stats,
     WordAlignment,
 )
+from teran_protos.v1 import common_pb2
+from teran_protos.v1 import image_encoder_pb2 as ie_pb
+from teran_protos.v1 import ranker_pb2 as rk_pb
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}

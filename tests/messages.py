@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.convert import to_boxes, to_matrix
-from teran.v1 import common_pb2
+from teran_protos.v1 import common_pb2
 
 FEAT_DIM = 320
 """Region features of the tiny test models (teran-minilm-tiny)."""

@@ -1,6 +1,6 @@
 """The import contract between the rooms, read from the source (no import runs):
 
-    benchmarks -> teran_dev -> services -> trainer / teran_client -> teran
+    benchmarks -> teran_dev -> services -> trainer / teran_client -> teran, teran_protos
 
 The model library never imports the platform; the client never imports the server; a service
 folder never imports a sibling (shared domain code lives in services/core); and no two
@@ -15,10 +15,35 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("teran", "trainer", "teran_client", "services", "teran_dev", "benchmarks")
+PACKAGES = (
+    "teran",
+    "teran_protos",
+    "trainer",
+    "teran_client",
+    "services",
+    "teran_dev",
+    "benchmarks",
+)
 SERVICE_FOLDERS = ("image_encoder", "text_encoder", "ranker", "upgrade")
 MAY_NOT_IMPORT = {
-    "teran": ("trainer", "teran_client", "services", "teran_dev", "benchmarks", "tests"),
+    "teran_protos": (
+        "teran",
+        "trainer",
+        "teran_client",
+        "services",
+        "teran_dev",
+        "benchmarks",
+        "tests",
+    ),
+    "teran": (
+        "teran_protos",
+        "trainer",
+        "teran_client",
+        "services",
+        "teran_dev",
+        "benchmarks",
+        "tests",
+    ),
     "trainer": ("services", "teran_dev", "benchmarks", "tests", "teran_client"),
     "teran_client": ("trainer", "services", "teran_dev", "benchmarks", "tests"),
     "services": ("teran_dev", "benchmarks", "tests"),

@@ -32,10 +32,10 @@ from services.gateway.errors import (
     validation_response,
 )
 from services.gateway.schema import from_proto, model_for, to_proto
-from teran.v1 import image_encoder_pb2 as ie_pb
-from teran.v1 import image_encoder_pb2_grpc as ie_grpc
-from teran.v1 import ranker_pb2 as rk_pb
-from teran.v1 import ranker_pb2_grpc as rk_grpc
+from teran_protos.v1 import image_encoder_pb2 as ie_pb
+from teran_protos.v1 import image_encoder_pb2_grpc as ie_grpc
+from teran_protos.v1 import ranker_pb2 as rk_pb
+from teran_protos.v1 import ranker_pb2_grpc as rk_grpc
 
 STATIC = resources.files("services.gateway") / "static"
 OPENAPI_PATH = "/openapi.json"

@@ -9,9 +9,9 @@ from services.convert import from_image_query, from_matrix
 from services.core.images import EncodedImage, ImageQuery
 from services.errors import check_model, peer_error
 from services.metrics import timed
-from teran.v1 import image_encoder_pb2 as pb
-from teran.v1 import image_encoder_pb2_grpc as pb_grpc
 from teran_client.channels import ChannelSecurity, open_channel
+from teran_protos.v1 import image_encoder_pb2 as pb
+from teran_protos.v1 import image_encoder_pb2_grpc as pb_grpc
 
 
 class ImageEncoderClient:

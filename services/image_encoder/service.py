@@ -32,8 +32,8 @@ from services.core.images import ImageEncoding, ImageInput, Picture, Regions
 from services.errors import InvalidArgument, grpc_errors, status_of
 from services.metrics import INGESTED_BYTES, INGESTED_ITEMS, timed
 from services.store import Source, VectorStore, new_rev
-from teran.v1 import image_encoder_pb2 as pb
-from teran.v1 import image_encoder_pb2_grpc as pb_grpc
+from teran_protos.v1 import image_encoder_pb2 as pb
+from teran_protos.v1 import image_encoder_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["ImageEncoder"].full_name

@@ -29,9 +29,9 @@ from services.metrics import INGESTED_ITEMS
 from services.ranker.pictures import describe, thumbnail
 from services.ranker.search import Ranker, SentenceItem
 from services.store import AnyOf, Equals, PayloadFilter
-from teran.v1 import common_pb2
-from teran.v1 import ranker_pb2 as pb
-from teran.v1 import ranker_pb2_grpc as pb_grpc
+from teran_protos.v1 import common_pb2
+from teran_protos.v1 import ranker_pb2 as pb
+from teran_protos.v1 import ranker_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Ranker"].full_name
 DEFAULT_TOP_K = 10

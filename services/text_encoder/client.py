@@ -11,9 +11,9 @@ from services.convert import from_matrix
 from services.core.text import EncodedSentence
 from services.errors import check_model, peer_error
 from services.metrics import timed
-from teran.v1 import text_encoder_pb2 as pb
-from teran.v1 import text_encoder_pb2_grpc as pb_grpc
 from teran_client.channels import ChannelSecurity, open_channel
+from teran_protos.v1 import text_encoder_pb2 as pb
+from teran_protos.v1 import text_encoder_pb2_grpc as pb_grpc
 
 
 class TextEncoderClient:

@@ -7,8 +7,8 @@ import grpc
 from services.convert import to_matrix
 from services.core.text import TextEncoding
 from services.errors import grpc_errors
-from teran.v1 import text_encoder_pb2 as pb
-from teran.v1 import text_encoder_pb2_grpc as pb_grpc
+from teran_protos.v1 import text_encoder_pb2 as pb
+from teran_protos.v1 import text_encoder_pb2_grpc as pb_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TextEncoder"].full_name
 

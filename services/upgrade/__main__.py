@@ -22,9 +22,9 @@ from typing import Annotated
 import grpc
 import typer
 
-from teran.v1 import admin_pb2 as pb
-from teran.v1 import admin_pb2_grpc as pb_grpc
 from teran_client.channels import ChannelSecurity, open_channel
+from teran_protos.v1 import admin_pb2 as pb
+from teran_protos.v1 import admin_pb2_grpc as pb_grpc
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 PHASES = {value: name.lower() for name, value in pb.UpgradeProgress.Phase.items()}

@@ -14,8 +14,8 @@ from services.errors import FailedPrecondition, InvalidArgument, grpc_errors, st
 from services.inference.models import ServedModels
 from services.store import VectorStore, collection_names
 from services.upgrade.reindex import Cancelled, Progress, Reindexer
-from teran.v1 import admin_pb2 as pb
-from teran.v1 import admin_pb2_grpc as pb_grpc
+from teran_protos.v1 import admin_pb2 as pb
+from teran_protos.v1 import admin_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name

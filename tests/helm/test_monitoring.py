@@ -27,7 +27,7 @@ from services.config import load_settings
 from services.main import RunningApp, start
 from teran import create_model
 from teran.checkpoint import save_checkpoint
-from teran.v1 import ranker_pb2, ranker_pb2_grpc
+from teran_protos.v1 import ranker_pb2, ranker_pb2_grpc
 from tests.helm.chart import (
     COMPONENT_LABEL,
     DASHBOARD_FILE,

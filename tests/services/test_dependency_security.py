@@ -26,8 +26,8 @@ from services.main import start
 from services.store.factory import build_store, qdrant_client
 from services.store.interface import StoreUnavailable
 from teran.tritonserver import TritonServer
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 from tests.services.test_faults import QdrantStandIn, _search_hits
 from tests.services.test_security import pki  # noqa: F401 (fixture: a test CA, server and client)
 from tests.services.test_triton_services import (

@@ -33,10 +33,10 @@ from services.config import load_settings
 from services.main import start
 from services.store.interface import StoreUnavailable
 from teran.tritonserver import TritonServer, free_port
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 from tests.services.test_triton_services import (
     NOT_SERVING,
     QUERIES,

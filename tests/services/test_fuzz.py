@@ -28,14 +28,14 @@ from PIL import Image
 from services.config import load_settings
 from services.main import RunningApp, start
 from services.security.keys import hash_key, new_key
-from teran.v1 import admin_pb2, admin_pb2_grpc, common_pb2
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
-from teran.v1 import text_encoder_pb2 as tpb
-from teran.v1 import text_encoder_pb2_grpc as tgrpc
 from teran_client.channels import ChannelSecurity, open_channel
+from teran_protos.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import text_encoder_pb2 as tpb
+from teran_protos.v1 import text_encoder_pb2_grpc as tgrpc
 from tests import messages
 from tests.messages import FEAT_DIM
 

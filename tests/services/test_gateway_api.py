@@ -20,11 +20,11 @@ from services.gateway.app import ROUTES
 from services.main import RunningApp
 from services.modules import GATEWAY
 from services.security.keys import new_key
-from teran.v1 import image_encoder_pb2, ranker_pb2
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client import ChannelSecurity
 from teran_client.channels import open_channel
+from teran_protos.v1 import image_encoder_pb2, ranker_pb2
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 from tests.services.http_helpers import Answer, call, multipart, start_gateway_alone, start_platform
 from tests.services.test_security import _write_keys
 

@@ -23,8 +23,8 @@ from services.errors import (
 )
 from services.text_encoder.client import TextEncoderClient
 from teran.tritonserver import free_port
-from teran.v1 import text_encoder_pb2 as pb
-from teran.v1 import text_encoder_pb2_grpc as pb_grpc
+from teran_protos.v1 import text_encoder_pb2 as pb
+from teran_protos.v1 import text_encoder_pb2_grpc as pb_grpc
 
 
 class AbortingTextEncoder(pb_grpc.TextEncoderServicer):

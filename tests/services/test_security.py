@@ -29,13 +29,13 @@ from services.main import RunningApp, start
 from services.security import keys as keys_module
 from services.security.keys import hash_key, new_key, parse_keys
 from services.server import check_exposure
-from teran.v1 import admin_pb2, admin_pb2_grpc
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
 from teran_client import ChannelSecurity, TeranClient, TeranError
 from teran_client.channels import open_channel
+from teran_protos.v1 import admin_pb2, admin_pb2_grpc
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 
 KEYS = {"searcher": ["search"], "loader": ["ingest"], "root": ["admin", "search", "ingest"]}
 

@@ -19,14 +19,14 @@ from services.config import load_settings
 from services.convert import from_matrix, to_boxes, to_matrix
 from services.main import RunningApp, start
 from teran.alignment import alignment_scores
-from teran.v1 import common_pb2
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
-from teran.v1 import text_encoder_pb2 as tpb
-from teran.v1 import text_encoder_pb2_grpc as tgrpc
 from teran_dev.launcher import ServerProcess
+from teran_protos.v1 import common_pb2
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import text_encoder_pb2 as tpb
+from teran_protos.v1 import text_encoder_pb2_grpc as tgrpc
 
 N_IMAGES = 60
 

@@ -37,11 +37,11 @@ from teran.checkpoint import load_checkpoint, model_version, save_checkpoint
 from teran.regions import GridRegionExtractor
 from teran.triton_repo import MANIFEST_FILE, build_repository
 from teran.tritonserver import TritonServer, free_port
-from teran.v1 import common_pb2
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import common_pb2
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
 
 TOL = 1e-4
 QUERIES = ("a red square next to a blue circle.", "two dogs run on the beach")

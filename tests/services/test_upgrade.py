@@ -27,15 +27,15 @@ from services.store import Source
 from services.upgrade.__main__ import app as upgrade_cli
 from teran import create_model
 from teran.checkpoint import load_checkpoint, model_version, save_checkpoint
-from teran.v1 import admin_pb2 as apb
-from teran.v1 import admin_pb2_grpc as agrpc
-from teran.v1 import common_pb2
-from teran.v1 import image_encoder_pb2 as ipb
-from teran.v1 import image_encoder_pb2_grpc as igrpc
-from teran.v1 import ranker_pb2 as rpb
-from teran.v1 import ranker_pb2_grpc as rgrpc
-from teran.v1 import text_encoder_pb2 as tpb
-from teran.v1 import text_encoder_pb2_grpc as tgrpc
+from teran_protos.v1 import admin_pb2 as apb
+from teran_protos.v1 import admin_pb2_grpc as agrpc
+from teran_protos.v1 import common_pb2
+from teran_protos.v1 import image_encoder_pb2 as ipb
+from teran_protos.v1 import image_encoder_pb2_grpc as igrpc
+from teran_protos.v1 import ranker_pb2 as rpb
+from teran_protos.v1 import ranker_pb2_grpc as rgrpc
+from teran_protos.v1 import text_encoder_pb2 as tpb
+from teran_protos.v1 import text_encoder_pb2_grpc as tgrpc
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "teran-synthetic-tiny"
 QUERIES = ["a red circle.", "two blue squares.", "a green triangle near a square."]

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from teran.v1 import admin_pb2 as teran_dot_v1_dot_admin__pb2
+from teran_protos.v1 import admin_pb2 as teran__protos_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in teran/v1/admin_pb2_grpc.py depends on'
+        + ' but the generated code in teran_protos/v1/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,18 +38,18 @@ class AdminStub:
         """
         self.Status = channel.unary_unary(
                 '/teran.v1.Admin/Status',
-                request_serializer=teran_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.Upgrade = channel.unary_stream(
                 '/teran.v1.Admin/Upgrade',
-                request_serializer=teran_dot_v1_dot_admin__pb2.UpgradeRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_admin__pb2.UpgradeProgress.FromString,
+                request_serializer=teran__protos_dot_v1_dot_admin__pb2.UpgradeRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_admin__pb2.UpgradeProgress.FromString,
                 _registered_method=True)
         self.DropVersion = channel.unary_unary(
                 '/teran.v1.Admin/DropVersion',
-                request_serializer=teran_dot_v1_dot_admin__pb2.DropVersionRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_admin__pb2.DropVersionResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_admin__pb2.DropVersionRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_admin__pb2.DropVersionResponse.FromString,
                 _registered_method=True)
 
 
@@ -92,18 +92,18 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=teran_dot_v1_dot_admin__pb2.StatusRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_admin__pb2.StatusRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
             ),
             'Upgrade': grpc.unary_stream_rpc_method_handler(
                     servicer.Upgrade,
-                    request_deserializer=teran_dot_v1_dot_admin__pb2.UpgradeRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_admin__pb2.UpgradeProgress.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_admin__pb2.UpgradeRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_admin__pb2.UpgradeProgress.SerializeToString,
             ),
             'DropVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.DropVersion,
-                    request_deserializer=teran_dot_v1_dot_admin__pb2.DropVersionRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_admin__pb2.DropVersionResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_admin__pb2.DropVersionRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_admin__pb2.DropVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,8 +133,8 @@ class Admin:
             request,
             target,
             '/teran.v1.Admin/Status',
-            teran_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-            teran_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            teran__protos_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
+            teran__protos_dot_v1_dot_admin__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -160,8 +160,8 @@ class Admin:
             request,
             target,
             '/teran.v1.Admin/Upgrade',
-            teran_dot_v1_dot_admin__pb2.UpgradeRequest.SerializeToString,
-            teran_dot_v1_dot_admin__pb2.UpgradeProgress.FromString,
+            teran__protos_dot_v1_dot_admin__pb2.UpgradeRequest.SerializeToString,
+            teran__protos_dot_v1_dot_admin__pb2.UpgradeProgress.FromString,
             options,
             channel_credentials,
             insecure,
@@ -187,8 +187,8 @@ class Admin:
             request,
             target,
             '/teran.v1.Admin/DropVersion',
-            teran_dot_v1_dot_admin__pb2.DropVersionRequest.SerializeToString,
-            teran_dot_v1_dot_admin__pb2.DropVersionResponse.FromString,
+            teran__protos_dot_v1_dot_admin__pb2.DropVersionRequest.SerializeToString,
+            teran__protos_dot_v1_dot_admin__pb2.DropVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from teran.v1 import ranker_pb2 as teran_dot_v1_dot_ranker__pb2
+from teran_protos.v1 import ranker_pb2 as teran__protos_dot_v1_dot_ranker__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in teran/v1/ranker_pb2_grpc.py depends on'
+        + ' but the generated code in teran_protos/v1/ranker_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -49,33 +49,33 @@ class RankerStub:
         """
         self.Search = channel.unary_unary(
                 '/teran.v1.Ranker/Search',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.SearchRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
                 _registered_method=True)
         self.SearchSentences = channel.unary_unary(
                 '/teran.v1.Ranker/SearchSentences',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
                 _registered_method=True)
         self.IngestSentences = channel.unary_unary(
                 '/teran.v1.Ranker/IngestSentences',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.IngestSentencesRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.IngestSentencesResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/teran.v1.Ranker/Delete',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.DeleteResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/teran.v1.Ranker/Stats',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
                 _registered_method=True)
         self.GetImage = channel.unary_unary(
                 '/teran.v1.Ranker/GetImage',
-                request_serializer=teran_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
                 _registered_method=True)
 
 
@@ -151,33 +151,33 @@ def add_RankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.SearchRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.SearchResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.SerializeToString,
             ),
             'SearchSentences': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchSentences,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.SearchSentencesRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.SearchSentencesResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.SerializeToString,
             ),
             'IngestSentences': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestSentences,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.IngestSentencesRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.IngestSentencesResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.DeleteRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.DeleteRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.DeleteResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.StatsRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.StatsResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.StatsRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.StatsResponse.SerializeToString,
             ),
             'GetImage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImage,
-                    request_deserializer=teran_dot_v1_dot_ranker__pb2.GetImageRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_ranker__pb2.GetImageResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.GetImageRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.GetImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,8 +218,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/Search',
-            teran_dot_v1_dot_ranker__pb2.SearchRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.SearchRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -245,8 +245,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/SearchSentences',
-            teran_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/IngestSentences',
-            teran_dot_v1_dot_ranker__pb2.IngestSentencesRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.IngestSentencesResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/Delete',
-            teran_dot_v1_dot_ranker__pb2.DeleteRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.DeleteResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.DeleteRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -326,8 +326,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/Stats',
-            teran_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.StatsRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -353,8 +353,8 @@ class Ranker:
             request,
             target,
             '/teran.v1.Ranker/GetImage',
-            teran_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
-            teran_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
+            teran__protos_dot_v1_dot_ranker__pb2.GetImageRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.GetImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

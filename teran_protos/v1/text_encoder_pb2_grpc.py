@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from teran.v1 import text_encoder_pb2 as teran_dot_v1_dot_text__encoder__pb2
+from teran_protos.v1 import text_encoder_pb2 as teran__protos_dot_v1_dot_text__encoder__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in teran/v1/text_encoder_pb2_grpc.py depends on'
+        + ' but the generated code in teran_protos/v1/text_encoder_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,8 +37,8 @@ class TextEncoderStub:
         """
         self.EncodeText = channel.unary_unary(
                 '/teran.v1.TextEncoder/EncodeText',
-                request_serializer=teran_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.FromString,
                 _registered_method=True)
 
 
@@ -59,8 +59,8 @@ def add_TextEncoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'EncodeText': grpc.unary_unary_rpc_method_handler(
                     servicer.EncodeText,
-                    request_deserializer=teran_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,8 +89,8 @@ class TextEncoder:
             request,
             target,
             '/teran.v1.TextEncoder/EncodeText',
-            teran_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.SerializeToString,
-            teran_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.FromString,
+            teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextRequest.SerializeToString,
+            teran__protos_dot_v1_dot_text__encoder__pb2.EncodeTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from teran.v1 import image_encoder_pb2 as teran_dot_v1_dot_image__encoder__pb2
+from teran_protos.v1 import image_encoder_pb2 as teran__protos_dot_v1_dot_image__encoder__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in teran/v1/image_encoder_pb2_grpc.py depends on'
+        + ' but the generated code in teran_protos/v1/image_encoder_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,13 +39,13 @@ class ImageEncoderStub:
         """
         self.Ingest = channel.stream_stream(
                 '/teran.v1.ImageEncoder/Ingest',
-                request_serializer=teran_dot_v1_dot_image__encoder__pb2.IngestItem.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_image__encoder__pb2.IngestResult.FromString,
+                request_serializer=teran__protos_dot_v1_dot_image__encoder__pb2.IngestItem.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_image__encoder__pb2.IngestResult.FromString,
                 _registered_method=True)
         self.EncodeImage = channel.unary_unary(
                 '/teran.v1.ImageEncoder/EncodeImage',
-                request_serializer=teran_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.SerializeToString,
-                response_deserializer=teran_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.FromString,
+                request_serializer=teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.FromString,
                 _registered_method=True)
 
 
@@ -86,13 +86,13 @@ def add_ImageEncoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Ingest': grpc.stream_stream_rpc_method_handler(
                     servicer.Ingest,
-                    request_deserializer=teran_dot_v1_dot_image__encoder__pb2.IngestItem.FromString,
-                    response_serializer=teran_dot_v1_dot_image__encoder__pb2.IngestResult.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_image__encoder__pb2.IngestItem.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_image__encoder__pb2.IngestResult.SerializeToString,
             ),
             'EncodeImage': grpc.unary_unary_rpc_method_handler(
                     servicer.EncodeImage,
-                    request_deserializer=teran_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.FromString,
-                    response_serializer=teran_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.SerializeToString,
+                    request_deserializer=teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -123,8 +123,8 @@ class ImageEncoder:
             request_iterator,
             target,
             '/teran.v1.ImageEncoder/Ingest',
-            teran_dot_v1_dot_image__encoder__pb2.IngestItem.SerializeToString,
-            teran_dot_v1_dot_image__encoder__pb2.IngestResult.FromString,
+            teran__protos_dot_v1_dot_image__encoder__pb2.IngestItem.SerializeToString,
+            teran__protos_dot_v1_dot_image__encoder__pb2.IngestResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -150,8 +150,8 @@ class ImageEncoder:
             request,
             target,
             '/teran.v1.ImageEncoder/EncodeImage',
-            teran_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.SerializeToString,
-            teran_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.FromString,
+            teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageRequest.SerializeToString,
+            teran__protos_dot_v1_dot_image__encoder__pb2.EncodeImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
