@@ -1,4 +1,5 @@
-"""Sources -> a model version's image index: shared by ingestion and by upgrades.
+"""Sources -> a model version's image index: shared by ingestion and by upgrades; and back,
+a stored image as the query of a search.
 
 Ingestion and re-encoding for a new model version write the same points from the same sources,
 so an index made by an upgrade cannot differ from one made by ingesting again.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.core.images import EncodedImage, ImageEncoding, ImageInput, Regions
+from services.errors import NotFound
 from services.metrics import timed
 from services.store import Source, StoredImage, VersionIndex
 
@@ -47,3 +49,13 @@ def write_images(
     ]
     with timed("store", "upsert_images"):
         index.images.upsert(points)
+
+
+def stored_query(index: VersionIndex, image_id: str, field: str) -> EncodedImage:
+    """A stored image's vectors in `index`'s model version, as a search's query; NOT_FOUND
+    naming `field` when there is none. (The stored point keeps no CLS slot: the mean region
+    stands in for the image-level vector.)"""
+    stored = index.images.get([image_id])[0]
+    if stored is None:
+        raise NotFound(f"{field}: no stored image {image_id!r}")
+    return EncodedImage(stored.regions, stored.boxes, stored.regions.mean(0))

@@ -8,6 +8,10 @@ is read back, and only for explanations are its vectors read.
 Image -> sentences: with an image as the query the store's MaxSim computes MwSr (best word per
 region), so the store only proposes candidates (with their word vectors, in the same call); the
 exact MrSw score (best region per sentence word) is computed here.
+
+Image -> images: the query image's regions go to the store's MaxSim over the stored regions,
+which is the region-to-region analogue of MrSw in the shared space (for every query region its
+best stored region, summed): the same path as text -> images, query regions for query words.
 """
 
 from __future__ import annotations
@@ -158,25 +162,69 @@ class Ranker:
         if len(words) == 0:
             raise InvalidArgument("query", "no words to align")
         check()
-        with timed("store", "search_images"):
-            hits = index.images.search(
-                words, offset + top_k + TIE_MARGIN, flt, candidates=self.candidates
+        page = self._image_page(index, words, top_k, offset, flt, with_explanation, check)
+        results = [
+            ImageResult(
+                image=image,
+                score=score,
+                alignment=explain(image, words, tokens) if with_explanation else [],
             )
+            for image, score in page
+        ]
+        return ImageSearch(results, list(tokens), index.version)
+
+    def search_similar_images(
+        self,
+        image: EncodedImage,
+        index: VersionIndex,
+        top_k: int = 10,
+        offset: int = 0,
+        flt: PayloadFilter | None = None,
+        exclude: str | None = None,
+        check: Callable[[], None] = lambda: None,
+    ) -> ImageSearch:
+        """Images for an image encoded with `index`'s model version: for every query region
+        its best stored region, summed (the store's MaxSim with the regions as the query);
+        `exclude` (the query's own id, when it is a stored image) is never a hit."""
+        top_k = self._window(top_k, offset)
+        check()
+        page = self._image_page(
+            index, image.regions, top_k, offset, flt, False, check, exclude, "search_similar_images"
+        )
+        results = [ImageResult(image=stored, score=score) for stored, score in page]
+        return ImageSearch(results, [], index.version)
+
+    def _image_page(
+        self,
+        index: VersionIndex,
+        query: np.ndarray,
+        top_k: int,
+        offset: int,
+        flt: PayloadFilter | None,
+        vectors: bool,
+        check: Callable[[], None],
+        exclude: str | None = None,
+        operation: str = "search_images",
+    ) -> list[tuple[StoredImage, float]]:
+        """The page of stored images by the store's MaxSim of `query` [Q, D], best first and
+        equal scores by id, read back (with their vectors when `vectors`); `exclude` is left
+        out (one more hit is asked for, so the page stays full)."""
+        extra = 1 if exclude is not None else 0
+        with timed("store", operation):
+            hits = index.images.search(
+                query, offset + top_k + TIE_MARGIN + extra, flt, candidates=self.candidates
+            )
+        hits = [h for h in hits if h.id != exclude]
         hits.sort(key=lambda h: (-h.score, h.id))  # ties in a fixed order: pages never overlap
         page = hits[offset : offset + top_k]
         check()
         with timed("store", "get_images"):
-            found = index.images.get([h.id for h in page], vectors=with_explanation)
-        results = [
-            ImageResult(
-                image=image,
-                score=hit.score,
-                alignment=explain(image, words, tokens) if with_explanation else [],
-            )
+            found = index.images.get([h.id for h in page], vectors=vectors)
+        return [
+            (image, hit.score)
             for hit, image in zip(page, found, strict=True)
             if image is not None  # deleted between the two calls
         ]
-        return ImageSearch(results, list(tokens), index.version)
 
     def search_sentences(
         self,

@@ -16,6 +16,7 @@ from services.convert import (
     to_image_query,
     to_struct,
 )
+from services.core.image_index import stored_query
 from services.core.images import EncodedImage, ImageSource
 from services.errors import (
     FailedPrecondition,
@@ -27,8 +28,8 @@ from services.errors import (
 )
 from services.metrics import INGESTED_ITEMS
 from services.ranker.pictures import describe, thumbnail
-from services.ranker.search import Ranker, SentenceItem
-from services.store import AnyOf, Equals, PayloadFilter
+from services.ranker.search import ImageSearch, Ranker, SentenceItem
+from services.store import AnyOf, Equals, PayloadFilter, VersionIndex
 from teran_protos.v1 import common_pb2
 from teran_protos.v1 import ranker_pb2 as pb
 from teran_protos.v1 import ranker_pb2_grpc as pb_grpc
@@ -38,6 +39,8 @@ DEFAULT_TOP_K = 10
 """What an unset `top_k` means (ranker.proto)."""
 MAX_CONDITIONS = 64
 MAX_SENTENCES = 256
+ImageQueryRequest = pb.SearchSentencesRequest | pb.SearchSimilarImagesRequest
+"""The requests whose `query` is an image (image, regions or image_id)."""
 
 
 def to_filter(message: pb.Filter, field: str = "filter") -> PayloadFilter | None:
@@ -101,49 +104,50 @@ class RankerServicer(pb_grpc.RankerServicer):
             request.explain,
             check=deadline_check(context),
         )
-        return pb.SearchResponse(
-            hits=[
-                pb.ImageHit(
-                    id=r.image.id,
-                    score=r.score,
-                    uri=r.image.uri,
-                    payload=to_struct(r.image.payload),
-                    alignment=[
-                        common_pb2.WordAlignment(
-                            word=a.word,
-                            region=a.region,
-                            box=common_pb2.Box(x1=a.box[0], y1=a.box[1], x2=a.box[2], y2=a.box[3]),
-                            similarity=a.similarity,
-                        )
-                        for a in r.alignment
-                    ],
-                )
-                for r in found.results
-            ],
-            words=found.words,
-            model_version=found.version,
+        return image_response(found)
+
+    def _image_query(
+        self, request: ImageQueryRequest, index: VersionIndex
+    ) -> tuple[EncodedImage, str | None]:
+        """The request's `query` (a picture, regions or a stored image_id) encoded with
+        `index`'s model version, and the stored image's id when it was one."""
+        source = request.WhichOneof("query")
+        if source is None:
+            raise InvalidArgument("query", "set image, regions or image_id")
+        if source == "image_id":
+            image_id = check_id(request.image_id, "image_id")
+            return stored_query(index, image_id, "image_id"), image_id
+        if self.images is None:
+            raise InvalidArgument("query", "this ranker has no image encoder configured")
+        query, field = to_image_query(request, source, "query")
+        return self.images.encode_query(query, field, index.version), None
+
+    @grpc_errors
+    def SearchSimilarImages(
+        self, request: pb.SearchSimilarImagesRequest, context: grpc.ServicerContext
+    ) -> pb.SearchResponse:
+        index = self.ranker.store.live()
+        flt = to_filter(request.filter)
+        image, image_id = self._image_query(request, index)
+        found = self.ranker.search_similar_images(
+            image,
+            index,
+            request.top_k or DEFAULT_TOP_K,
+            request.offset,
+            flt,
+            exclude=image_id,
+            check=deadline_check(context),
         )
+        return image_response(found)
 
     @grpc_errors
     def SearchSentences(
         self, request: pb.SearchSentencesRequest, context: grpc.ServicerContext
     ) -> pb.SearchSentencesResponse:
-        source = request.WhichOneof("query")
-        if source is None:
-            raise InvalidArgument("query", "set image, regions or image_id")
         index = self.ranker.store.live()
         check = deadline_check(context)
         flt = to_filter(request.filter)
-        if source == "image_id":
-            stored = index.images.get([check_id(request.image_id, "image_id")])[0]
-            if stored is None:
-                raise NotFound(f"image_id: no stored image {request.image_id!r}")
-            image = EncodedImage(stored.regions, stored.boxes, stored.regions.mean(0))
-        else:
-            if self.images is None:
-                raise InvalidArgument("query", "this ranker has no image encoder configured")
-            query, field = to_image_query(request, source, "query")
-            image = self.images.encode_query(query, field, index.version)
+        image, _ = self._image_query(request, index)
         results = self.ranker.search_sentences(
             image, index, request.top_k or DEFAULT_TOP_K, request.offset, flt, check
         )
@@ -241,6 +245,31 @@ class RankerServicer(pb_grpc.RankerServicer):
             uri=source.uri,
             payload=to_struct(source.payload),
         )
+
+
+def image_response(found: ImageSearch) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        hits=[
+            pb.ImageHit(
+                id=r.image.id,
+                score=r.score,
+                uri=r.image.uri,
+                payload=to_struct(r.image.payload),
+                alignment=[
+                    common_pb2.WordAlignment(
+                        word=a.word,
+                        region=a.region,
+                        box=common_pb2.Box(x1=a.box[0], y1=a.box[1], x2=a.box[2], y2=a.box[3]),
+                        similarity=a.similarity,
+                    )
+                    for a in r.alignment
+                ],
+            )
+            for r in found.results
+        ],
+        words=found.words,
+        model_version=found.version,
+    )
 
 
 class _Failed(ServiceError):

@@ -25,6 +25,7 @@ METHOD_ROLES: dict[str, Role | None] = {
     "/grpc.health.v1.Health/Watch": OPEN,
     "/teran.v1.Ranker/Search": Role.SEARCH,
     "/teran.v1.Ranker/SearchSentences": Role.SEARCH,
+    "/teran.v1.Ranker/SearchSimilarImages": Role.SEARCH,
     "/teran.v1.Ranker/Stats": Role.SEARCH,
     "/teran.v1.Ranker/GetImage": Role.SEARCH,
     "/teran.v1.TextEncoder/EncodeText": Role.SEARCH,

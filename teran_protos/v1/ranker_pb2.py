@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from teran_protos.v1 import common_pb2 as teran__protos_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cteran_protos/v1/ranker.proto\x12\x08teran.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cteran_protos/v1/common.proto\"+\n\x06\x46ilter\x12!\n\x04must\x18\x01 \x03(\x0b\x32\x13.teran.v1.Condition\"y\n\tCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x07\n\x05match\"p\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12 \n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.teran.v1.Filter\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\x88\x01\n\x08ImageHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\talignment\x18\x05 \x03(\x0b\x32\x17.teran.v1.WordAlignment\"X\n\x0eSearchResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.teran.v1.ImageHit\x12\r\n\x05words\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xb4\x01\n\x16SearchSentencesRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12+\n\x07regions\x18\x02 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0e\n\x06offset\x18\x05 \x01(\r\x12 \n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x10.teran.v1.FilterB\x07\n\x05query\"`\n\x0bSentenceHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"U\n\x17SearchSentencesResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.teran.v1.SentenceHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"N\n\x08Sentence\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x16IngestSentencesRequest\x12%\n\tsentences\x18\x01 \x03(\x0b\x32\x12.teran.v1.Sentence\"T\n\x17IngestSentencesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.teran.v1.SentenceResult\"K\n\x0eSentenceResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"8\n\rDeleteRequest\x12\x11\n\timage_ids\x18\x01 \x03(\t\x12\x14\n\x0csentence_ids\x18\x02 \x03(\t\"4\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\x0e\n\x0cStatsRequest\"\x80\x01\n\rStatsResponse\x12\x0e\n\x06images\x18\x01 \x01(\x04\x12\x11\n\tsentences\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x18\n\x10image_collection\x18\x04 \x01(\t\x12\x1b\n\x13sentence_collection\x18\x05 \x01(\t\"/\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08max_side\x18\x02 \x01(\r\"\x98\x01\n\x10GetImageResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct2\xaf\x03\n\x06Ranker\x12;\n\x06Search\x12\x17.teran.v1.SearchRequest\x1a\x18.teran.v1.SearchResponse\x12V\n\x0fSearchSentences\x12 .teran.v1.SearchSentencesRequest\x1a!.teran.v1.SearchSentencesResponse\x12V\n\x0fIngestSentences\x12 .teran.v1.IngestSentencesRequest\x1a!.teran.v1.IngestSentencesResponse\x12;\n\x06\x44\x65lete\x12\x17.teran.v1.DeleteRequest\x1a\x18.teran.v1.DeleteResponse\x12\x38\n\x05Stats\x12\x16.teran.v1.StatsRequest\x1a\x17.teran.v1.StatsResponse\x12\x41\n\x08GetImage\x12\x19.teran.v1.GetImageRequest\x1a\x1a.teran.v1.GetImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cteran_protos/v1/ranker.proto\x12\x08teran.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cteran_protos/v1/common.proto\"+\n\x06\x46ilter\x12!\n\x04must\x18\x01 \x03(\x0b\x32\x13.teran.v1.Condition\"y\n\tCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x07\n\x05match\"p\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12 \n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.teran.v1.Filter\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\x88\x01\n\x08ImageHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\talignment\x18\x05 \x03(\x0b\x32\x17.teran.v1.WordAlignment\"X\n\x0eSearchResponse\x12 \n\x04hits\x18\x01 \x03(\x0b\x32\x12.teran.v1.ImageHit\x12\r\n\x05words\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xb4\x01\n\x16SearchSentencesRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12+\n\x07regions\x18\x02 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0e\n\x06offset\x18\x05 \x01(\r\x12 \n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x10.teran.v1.FilterB\x07\n\x05query\"\xb8\x01\n\x1aSearchSimilarImagesRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12+\n\x07regions\x18\x02 \x01(\x0b\x32\x18.teran.v1.RegionFeaturesH\x00\x12\x12\n\x08image_id\x18\x03 \x01(\tH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0e\n\x06offset\x18\x05 \x01(\r\x12 \n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x10.teran.v1.FilterB\x07\n\x05query\"`\n\x0bSentenceHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"U\n\x17SearchSentencesResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.teran.v1.SentenceHit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"N\n\x08Sentence\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x16IngestSentencesRequest\x12%\n\tsentences\x18\x01 \x03(\x0b\x32\x12.teran.v1.Sentence\"T\n\x17IngestSentencesResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12)\n\x07results\x18\x02 \x03(\x0b\x32\x18.teran.v1.SentenceResult\"K\n\x0eSentenceResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"8\n\rDeleteRequest\x12\x11\n\timage_ids\x18\x01 \x03(\t\x12\x14\n\x0csentence_ids\x18\x02 \x03(\t\"4\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\x0e\n\x0cStatsRequest\"\x80\x01\n\rStatsResponse\x12\x0e\n\x06images\x18\x01 \x01(\x04\x12\x11\n\tsentences\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x18\n\x10image_collection\x18\x04 \x01(\t\x12\x1b\n\x13sentence_collection\x18\x05 \x01(\t\"/\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08max_side\x18\x02 \x01(\r\"\x98\x01\n\x10GetImageResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct2\x86\x04\n\x06Ranker\x12;\n\x06Search\x12\x17.teran.v1.SearchRequest\x1a\x18.teran.v1.SearchResponse\x12V\n\x0fSearchSentences\x12 .teran.v1.SearchSentencesRequest\x1a!.teran.v1.SearchSentencesResponse\x12U\n\x13SearchSimilarImages\x12$.teran.v1.SearchSimilarImagesRequest\x1a\x18.teran.v1.SearchResponse\x12V\n\x0fIngestSentences\x12 .teran.v1.IngestSentencesRequest\x1a!.teran.v1.IngestSentencesResponse\x12;\n\x06\x44\x65lete\x12\x17.teran.v1.DeleteRequest\x1a\x18.teran.v1.DeleteResponse\x12\x38\n\x05Stats\x12\x16.teran.v1.StatsRequest\x1a\x17.teran.v1.StatsResponse\x12\x41\n\x08GetImage\x12\x19.teran.v1.GetImageRequest\x1a\x1a.teran.v1.GetImageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,30 +45,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHRESPONSE']._serialized_end=611
   _globals['_SEARCHSENTENCESREQUEST']._serialized_start=614
   _globals['_SEARCHSENTENCESREQUEST']._serialized_end=794
-  _globals['_SENTENCEHIT']._serialized_start=796
-  _globals['_SENTENCEHIT']._serialized_end=892
-  _globals['_SEARCHSENTENCESRESPONSE']._serialized_start=894
-  _globals['_SEARCHSENTENCESRESPONSE']._serialized_end=979
-  _globals['_SENTENCE']._serialized_start=981
-  _globals['_SENTENCE']._serialized_end=1059
-  _globals['_INGESTSENTENCESREQUEST']._serialized_start=1061
-  _globals['_INGESTSENTENCESREQUEST']._serialized_end=1124
-  _globals['_INGESTSENTENCESRESPONSE']._serialized_start=1126
-  _globals['_INGESTSENTENCESRESPONSE']._serialized_end=1210
-  _globals['_SENTENCERESULT']._serialized_start=1212
-  _globals['_SENTENCERESULT']._serialized_end=1287
-  _globals['_DELETEREQUEST']._serialized_start=1289
-  _globals['_DELETEREQUEST']._serialized_end=1345
-  _globals['_DELETERESPONSE']._serialized_start=1347
-  _globals['_DELETERESPONSE']._serialized_end=1399
-  _globals['_STATSREQUEST']._serialized_start=1401
-  _globals['_STATSREQUEST']._serialized_end=1415
-  _globals['_STATSRESPONSE']._serialized_start=1418
-  _globals['_STATSRESPONSE']._serialized_end=1546
-  _globals['_GETIMAGEREQUEST']._serialized_start=1548
-  _globals['_GETIMAGEREQUEST']._serialized_end=1595
-  _globals['_GETIMAGERESPONSE']._serialized_start=1598
-  _globals['_GETIMAGERESPONSE']._serialized_end=1750
-  _globals['_RANKER']._serialized_start=1753
-  _globals['_RANKER']._serialized_end=2184
+  _globals['_SEARCHSIMILARIMAGESREQUEST']._serialized_start=797
+  _globals['_SEARCHSIMILARIMAGESREQUEST']._serialized_end=981
+  _globals['_SENTENCEHIT']._serialized_start=983
+  _globals['_SENTENCEHIT']._serialized_end=1079
+  _globals['_SEARCHSENTENCESRESPONSE']._serialized_start=1081
+  _globals['_SEARCHSENTENCESRESPONSE']._serialized_end=1166
+  _globals['_SENTENCE']._serialized_start=1168
+  _globals['_SENTENCE']._serialized_end=1246
+  _globals['_INGESTSENTENCESREQUEST']._serialized_start=1248
+  _globals['_INGESTSENTENCESREQUEST']._serialized_end=1311
+  _globals['_INGESTSENTENCESRESPONSE']._serialized_start=1313
+  _globals['_INGESTSENTENCESRESPONSE']._serialized_end=1397
+  _globals['_SENTENCERESULT']._serialized_start=1399
+  _globals['_SENTENCERESULT']._serialized_end=1474
+  _globals['_DELETEREQUEST']._serialized_start=1476
+  _globals['_DELETEREQUEST']._serialized_end=1532
+  _globals['_DELETERESPONSE']._serialized_start=1534
+  _globals['_DELETERESPONSE']._serialized_end=1586
+  _globals['_STATSREQUEST']._serialized_start=1588
+  _globals['_STATSREQUEST']._serialized_end=1602
+  _globals['_STATSRESPONSE']._serialized_start=1605
+  _globals['_STATSRESPONSE']._serialized_end=1733
+  _globals['_GETIMAGEREQUEST']._serialized_start=1735
+  _globals['_GETIMAGEREQUEST']._serialized_end=1782
+  _globals['_GETIMAGERESPONSE']._serialized_start=1785
+  _globals['_GETIMAGERESPONSE']._serialized_end=1937
+  _globals['_RANKER']._serialized_start=1940
+  _globals['_RANKER']._serialized_end=2458
 # @@protoc_insertion_point(module_scope)

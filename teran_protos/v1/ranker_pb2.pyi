@@ -78,6 +78,22 @@ class SearchSentencesRequest(_message.Message):
     filter: Filter
     def __init__(self, image: _Optional[bytes] = ..., regions: _Optional[_Union[_common_pb2.RegionFeatures, _Mapping]] = ..., image_id: _Optional[str] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
+class SearchSimilarImagesRequest(_message.Message):
+    __slots__ = ("image", "regions", "image_id", "top_k", "offset", "filter")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    regions: _common_pb2.RegionFeatures
+    image_id: str
+    top_k: int
+    offset: int
+    filter: Filter
+    def __init__(self, image: _Optional[bytes] = ..., regions: _Optional[_Union[_common_pb2.RegionFeatures, _Mapping]] = ..., image_id: _Optional[str] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
 class SentenceHit(_message.Message):
     __slots__ = ("id", "text", "score", "payload")
     ID_FIELD_NUMBER: _ClassVar[int]

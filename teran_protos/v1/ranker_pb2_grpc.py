@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class RankerStub:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
-    exact alignment (MrSw: for every query word its best region, summed).
+    exact alignment (MrSw: for every query word its best region, summed), and images find images
+    in the same shared space (for every query region its best stored region, summed).
 
     Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
     field past them: ids 1..256 characters, no control characters; query and sentence text at
@@ -57,6 +58,11 @@ class RankerStub:
                 request_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
                 response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
                 _registered_method=True)
+        self.SearchSimilarImages = channel.unary_unary(
+                '/teran.v1.Ranker/SearchSimilarImages',
+                request_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSimilarImagesRequest.SerializeToString,
+                response_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
+                _registered_method=True)
         self.IngestSentences = channel.unary_unary(
                 '/teran.v1.Ranker/IngestSentences',
                 request_serializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesRequest.SerializeToString,
@@ -81,7 +87,8 @@ class RankerStub:
 
 class RankerServicer:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
-    exact alignment (MrSw: for every query word its best region, summed).
+    exact alignment (MrSw: for every query word its best region, summed), and images find images
+    in the same shared space (for every query region its best stored region, summed).
 
     Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
     field past them: ids 1..256 characters, no control characters; query and sentence text at
@@ -105,6 +112,19 @@ class RankerServicer:
 
     def SearchSentences(self, request, context):
         """Sentences for an image (from the sentence collection filled by IngestSentences).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchSimilarImages(self, request, context):
+        """Images for an image: the region-to-region analogue of MrSw in TERAN's shared space, the
+        sum over the query image's regions of each one's best stored region (cosine), best first,
+        equal scores by id. The query is a picture, precomputed regions or a stored image (which
+        is then left out of the hits). Hits carry no alignment and the response no words.
+        Limits: as SearchSentences (the image as at ingest: image_encoder.max_image_bytes,
+        max_pixels, max_regions; 1 <= top_k <= 100; 0 <= offset <= 1000; filter keys of at most
+        64 conditions); NOT_FOUND: no stored image with that image_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +179,11 @@ def add_RankerServicer_to_server(servicer, server):
                     request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.FromString,
                     response_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.SerializeToString,
             ),
+            'SearchSimilarImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSimilarImages,
+                    request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.SearchSimilarImagesRequest.FromString,
+                    response_serializer=teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.SerializeToString,
+            ),
             'IngestSentences': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestSentences,
                     request_deserializer=teran__protos_dot_v1_dot_ranker__pb2.IngestSentencesRequest.FromString,
@@ -189,7 +214,8 @@ def add_RankerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Ranker:
     """The public search API: sentences find images, images find sentences, scored by TERAN's
-    exact alignment (MrSw: for every query word its best region, summed).
+    exact alignment (MrSw: for every query word its best region, summed), and images find images
+    in the same shared space (for every query region its best stored region, summed).
 
     Limits (defaults; the server's configuration may set others), INVALID_ARGUMENT naming the
     field past them: ids 1..256 characters, no control characters; query and sentence text at
@@ -247,6 +273,33 @@ class Ranker:
             '/teran.v1.Ranker/SearchSentences',
             teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesRequest.SerializeToString,
             teran__protos_dot_v1_dot_ranker__pb2.SearchSentencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSimilarImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/teran.v1.Ranker/SearchSimilarImages',
+            teran__protos_dot_v1_dot_ranker__pb2.SearchSimilarImagesRequest.SerializeToString,
+            teran__protos_dot_v1_dot_ranker__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
