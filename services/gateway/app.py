@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
@@ -207,15 +207,23 @@ def _upload_routes(app: FastAPI, upstream: Upstream, max_upload_bytes: int) -> N
             return refused
         return await _threaded(_answer, upstream, _rpc("ImageEncoder", "Ingest"), item, request)
 
-    @app.post(
-        "/v1/search-sentences:upload",
-        response_model=model_for(rk_pb.SearchSentencesResponse.DESCRIPTOR),
-        responses=ERRORS,
-        tags=["Ranker"],
-        summary="Sentences for an uploaded image (multipart: image, top_k, offset, filter)",
-        operation_id="Ranker.SearchSentences.upload",
-    )
-    async def search_sentences_upload(
+    for method, summary in (
+        ("SearchSentences", "Sentences for an uploaded image"),
+        ("SearchSimilarImages", "Images like an uploaded image"),
+    ):
+        _image_query_upload(app, upstream, read, _rpc("Ranker", method), summary)
+
+
+def _image_query_upload(
+    app: FastAPI,
+    upstream: Upstream,
+    read: Callable[[UploadFile], Awaitable[bytes | Response]],
+    rpc: Rpc,
+    summary: str,
+) -> None:
+    """`rpc.path:upload`: an RPC whose query is an image, with the image as a file."""
+
+    async def upload(
         request: Request,
         image: Annotated[UploadFile, File()],
         top_k: Annotated[int, Form(ge=0)] = 0,
@@ -225,12 +233,22 @@ def _upload_routes(app: FastAPI, upstream: Upstream, max_upload_bytes: int) -> N
         data = await read(image)
         if isinstance(data, Response):
             return data
-        message = rk_pb.SearchSentencesRequest(image=data, top_k=top_k, offset=offset)
+        message = rpc.request(image=data, top_k=top_k, offset=offset)
         refused = _merge_form(filter, message.filter, "filter")
         if refused is not None:
             return refused
-        rpc = _rpc("Ranker", "SearchSentences")
         return await _threaded(_answer, upstream, rpc, message, request)
+
+    app.add_api_route(
+        f"{rpc.path}:upload",
+        upload,
+        methods=["POST"],
+        response_model=model_for(rpc.response.DESCRIPTOR),
+        responses=ERRORS,
+        tags=[rpc.service],
+        summary=f"{summary} (multipart: image, top_k, offset, filter)",
+        operation_id=f"{rpc.service}.{rpc.method}.upload",
+    )
 
 
 def _picture_routes(app: FastAPI, upstream: Upstream) -> None:

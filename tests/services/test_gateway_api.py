@@ -109,6 +109,8 @@ def test_every_public_rpc_has_a_route_in_a_valid_openapi_document(url: str) -> N
         for service in file.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 assert f"{service.name}.{method.name}" in operations, method.full_name
+    for method in ("SearchSentences", "SearchSimilarImages"):  # the image queries as files
+        assert operations[f"Ranker.{method}.upload"][1] == "post"
     search = document["paths"]["/v1/search"]["post"]
     schema = search["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     fields = document["components"]["schemas"][schema.rsplit("/", 1)[1]]["properties"]
@@ -164,6 +166,45 @@ def test_sentences_for_a_stored_image_and_for_an_upload(
     )
     assert uploaded.status == 200, uploaded.body
     assert {h["id"] for h in uploaded.json()["hits"]} == {"s/red", "s/green", "s/blue"}
+
+
+def test_similar_images_for_a_stored_image_and_for_an_upload(
+    url: str, keys: dict[str, Any], collection: dict[str, bytes], platform: RunningApp
+) -> None:
+    searcher = keys["searcher"]
+    by_id = call(
+        f"{url}/v1/search-similar-images", "POST", {"image_id": "img/red", "top_k": 5}, key=searcher
+    )
+    assert by_id.status == 200, by_id.body
+    request = rpb.SearchSimilarImagesRequest(image_id="img/red", top_k=5)
+    with open_channel(platform.address, ChannelSecurity(api_key=searcher)) as channel:
+        direct = rgrpc.RankerStub(channel).SearchSimilarImages(request)
+    hits = by_id.json()["hits"]
+    assert [(h["id"], h["score"]) for h in hits] == [
+        (h.id, pytest.approx(h.score)) for h in direct.hits
+    ]
+    assert "img/red" not in {h["id"] for h in hits} and hits  # the query image left out
+    assert by_id.json()["words"] == [] and by_id.json()["model_version"] == direct.model_version
+    body, kind = multipart(
+        {"top_k": "2", "filter": json.dumps({"must": [{"key": "colour", "any_of": ["green"]}]})},
+        {"image": collection["green"]},
+    )
+    uploaded = call(
+        f"{url}/v1/search-similar-images:upload",
+        "POST",
+        raw=body,
+        content_type=kind,
+        key=searcher,
+    )
+    assert uploaded.status == 200, uploaded.body
+    assert [h["id"] for h in uploaded.json()["hits"]] == ["img/green"]  # itself, by its pixels
+    assert uploaded.json()["hits"][0]["payload"] == {"colour": "green", "n": 1}
+    similar = f"{url}/v1/search-similar-images"
+    _error(call(similar, "POST", {"image_id": "nope"}, key=searcher), 404, "image_id")
+    _error(call(similar, "POST", {}, key=searcher), 400, "query")
+    _error(call(similar, "POST", {"image_id": "img/red", "top_k": 500}, key=searcher), 400, "top_k")
+    denied = call(similar, "POST", {"image_id": "img/red"}, key=keys["loader"])
+    assert _error(denied, 403)["code"] == "PERMISSION_DENIED"  # the search role
 
 
 def test_source_and_thumbnail(url: str, keys: dict[str, Any], collection: dict[str, bytes]) -> None:

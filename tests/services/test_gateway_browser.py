@@ -1,7 +1,7 @@
 """The search page in a real browser (Debian's chromium through chromedriver, headless) against
 a real platform on 127.0.0.1: empty collection, a search with word chips whose hover shows the
-aligned box on every result, filters, paging, an image's sentences and images like it, and the
-readable errors (empty query, service unavailable)."""
+aligned box on every result, filters, paging, an image's sentences and the images like it
+(SearchSimilarImages, paged), and the readable errors (empty query, service unavailable)."""
 
 from __future__ import annotations
 
@@ -84,19 +84,24 @@ def _text(driver: WebDriver, element_id: str) -> str:
 
 
 def _search(driver: WebDriver, query: str, filters: str = "", top_k: str = "8") -> None:
-    driver.execute_script("document.getElementById('results').dataset.state = 'waiting'")
     box = driver.find_element(By.ID, "query")
     box.clear()
     box.send_keys(query)
     driver.find_element(By.ID, "filters").clear()
     driver.find_element(By.ID, "filters").send_keys(filters)
     driver.execute_script(f"document.getElementById('top-k').value = '{top_k}'")
-    driver.find_element(By.ID, "search-button").click()
-    _wait(driver, lambda d: d.find_element(By.ID, "results").get_attribute("data-state") == "done")
+    _click_and_wait(driver, "search-button")
 
 
 def _hits(driver: WebDriver) -> list[WebElement]:
     return list(driver.find_elements(By.CSS_SELECTOR, "#results .hit"))
+
+
+def _click_and_wait(driver: WebDriver, element_id: str) -> None:
+    """Click, and wait until the page says its results are rendered."""
+    driver.execute_script("document.getElementById('results').dataset.state = 'waiting'")
+    driver.find_element(By.ID, element_id).click()
+    _wait(driver, lambda d: d.find_element(By.ID, "results").get_attribute("data-state") == "done")
 
 
 def test_an_empty_collection_and_an_empty_query_say_so(browser: WebDriver, url: str) -> None:
@@ -170,9 +175,7 @@ def test_filters_and_paging(browser: WebDriver, url: str, collection: list[str])
     _search(browser, "a picture")
     first = [h.get_attribute("data-id") for h in _hits(browser)]
     assert len(first) == 8 and not browser.find_element(By.ID, "prev").is_enabled()
-    browser.execute_script("document.getElementById('results').dataset.state = 'waiting'")
-    browser.find_element(By.ID, "next").click()
-    _wait(browser, lambda d: d.find_element(By.ID, "results").get_attribute("data-state") == "done")
+    _click_and_wait(browser, "next")
     second = [h.get_attribute("data-id") for h in _hits(browser)]
     assert len(second) == 2 and not set(first) & set(second)
     assert _text(browser, "page") == "page 2"
@@ -186,17 +189,34 @@ def test_an_image_opens_its_sentences_and_images_like_it(
     browser.get(url)
     _search(browser, "a green picture")
     hit = _hits(browser)[0]
+    image_id = str(hit.get_attribute("data-id"))
     hit.click()
     sentences = browser.find_element(By.ID, "sentences")
     _wait(browser, lambda d: sentences.get_attribute("data-state") == "done")
     texts = [li.text.rsplit(" ", 1)[0] for li in sentences.find_elements(By.CSS_SELECTOR, "li")]
     assert len(texts) == 5 and set(texts) <= set(collection)
-    assert _text(browser, "detail-title") == hit.get_attribute("data-id")
-    browser.execute_script("document.getElementById('results').dataset.state = 'waiting'")
-    browser.find_element(By.ID, "like-this").click()
-    _wait(browser, lambda d: d.find_element(By.ID, "results").get_attribute("data-state") == "done")
-    assert browser.find_element(By.ID, "query").get_attribute("value") == texts[0]
-    assert len(_hits(browser)) == 8
+    assert _text(browser, "detail-title") == image_id
+    _click_and_wait(browser, "like-this")
+    # images like it: SearchSimilarImages through its route, the image itself left out
+    expected = call(
+        f"{url}/v1/search-similar-images", "POST", {"image_id": image_id, "top_k": 8}
+    ).json()
+    first = [str(h.get_attribute("data-id")) for h in _hits(browser)]
+    assert first == [h["id"] for h in expected["hits"]] and len(first) == 8
+    assert image_id not in first
+    assert _text(browser, "words") == f"Images like {image_id}"
+    assert browser.find_element(By.ID, "query").get_attribute("value") == "a green picture"
+    scores = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "#results .hit .score")]
+    assert scores[0] == f"regions {expected['hits'][0]['score']:.3f}"
+    requested = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert any(name.endswith("/v1/search-similar-images") for name in requested), requested
+    # its pages: ten stored, the image left out, so one more on page 2
+    _click_and_wait(browser, "next")
+    second = [str(h.get_attribute("data-id")) for h in _hits(browser)]
+    assert len(second) == 1 and not set(second) & {image_id, *first}
+    assert _text(browser, "page") == "page 2"
 
 
 def test_an_unavailable_service_is_a_readable_error(browser: WebDriver) -> None:

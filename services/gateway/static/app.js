@@ -4,7 +4,10 @@
 const PALETTE = ["#ff4d4d", "#4dd2ff", "#ffd24d", "#7dff4d", "#ff4dff", "#ff9f40", "#b266ff",
                  "#40e0d0"];
 const $ = (id) => document.getElementById(id);
-const state = { query: "", filter: null, offset: 0, topK: 12, hits: [], selected: null };
+// mode: what the results are for, so that paging repeats it: a sentence (Search) or a stored
+// image (SearchSimilarImages, "images like it")
+const state = { query: "", filter: null, offset: 0, topK: 12, hits: [], selected: null,
+                mode: { kind: "text" } };
 
 function headers(json) {
   const out = {};
@@ -134,12 +137,27 @@ function card(hit, words) {
   id.textContent = hit.id;
   const score = document.createElement("div");
   score.className = "score";
-  const mean = hit.score / Math.max(1, words.length);
-  score.textContent = "MrSw " + hit.score.toFixed(3) + " · mean " + mean.toFixed(3);
+  if (state.mode.kind === "image") {
+    score.textContent = "regions " + hit.score.toFixed(3);  // summed best-region cosines
+  } else {
+    const mean = hit.score / Math.max(1, words.length);
+    score.textContent = "MrSw " + hit.score.toFixed(3) + " · mean " + mean.toFixed(3);
+  }
   el.append(frame, id, score);
   el.addEventListener("click", () => openDetail(hit));
   thumbnail(img, hit.id, 256);
   return el;
+}
+
+function filterOrShow() {
+  // the filter box as a Filter (null: none); undefined when it cannot be read (error shown)
+  try {
+    return parseFilter($("filters").value);
+  } catch (err) {
+    showError(readable(err));
+    $("results").dataset.state = "done";
+    return undefined;
+  }
 }
 
 async function search(offset) {
@@ -150,37 +168,58 @@ async function search(offset) {
     $("results").dataset.state = "done";
     return;
   }
-  let filter;
-  try {
-    filter = parseFilter($("filters").value);
-  } catch (err) {
-    showError(readable(err));
-    $("results").dataset.state = "done";
-    return;
-  }
-  Object.assign(state, { query, filter, offset, topK: Number($("top-k").value) });
+  const filter = filterOrShow();
+  if (filter === undefined) return;
+  Object.assign(state, { query, filter, offset, topK: Number($("top-k").value),
+                         mode: { kind: "text" } });
   const body = { query, top_k: state.topK, offset, explain: true };
   if (filter) body.filter = filter;
+  await show("/v1/search", body);
+}
+
+async function similar(imageId, offset) {
+  // images like a stored one: SearchSimilarImages, which leaves the image itself out
+  showError("");
+  const filter = filterOrShow();
+  if (filter === undefined) return;
+  Object.assign(state, { query: "", filter, offset, topK: Number($("top-k").value),
+                         mode: { kind: "image", id: imageId } });
+  const body = { image_id: imageId, top_k: state.topK, offset };
+  if (filter) body.filter = filter;
+  await show("/v1/search-similar-images", body);
+}
+
+async function show(path, body) {
   try {
-    const result = await api("/v1/search", body);
-    render(result);
+    render(await api(path, body));
   } catch (err) {
     render({ hits: [], words: [] });
     showError(readable(err));
   }
 }
 
+function page(offset) {
+  if (state.mode.kind === "image") similar(state.mode.id, offset);
+  else search(offset);
+}
+
 function render(result) {
   state.hits = result.hits;
   chips(result.words);
+  if (state.mode.kind === "image") {
+    const like = document.createElement("span");
+    like.id = "like-of";
+    like.textContent = "Images like " + state.mode.id;
+    $("words").append(like);
+  }
   $("results").replaceChildren(...result.hits.map((h) => card(h, result.words)));
   $("results").dataset.state = "done";
-  const page = Math.floor(state.offset / state.topK) + 1;
   $("pager").hidden = !result.hits.length && state.offset === 0;
-  $("page").textContent = "page " + page;
+  $("page").textContent = "page " + (Math.floor(state.offset / state.topK) + 1);
   $("prev").disabled = state.offset === 0;
   $("next").disabled = result.hits.length < state.topK;
-  if (!result.hits.length && state.query && !$("error").textContent)
+  if (!result.hits.length && (state.query || state.mode.kind === "image") &&
+      !$("error").textContent)
     showError(state.offset ? "No more results." : "No image matches this search and filter.");
 }
 
@@ -210,8 +249,6 @@ async function openDetail(hit) {
       list.append(li);
     }
     if (!found.hits.length) list.textContent = "No sentences stored yet (POST /v1/sentences).";
-    $("like-this").disabled = !found.hits.length;
-    $("like-this").dataset.sentence = found.hits.length ? found.hits[0].text : "";
   } catch (err) {
     list.textContent = readable(err);
   }
@@ -234,14 +271,11 @@ async function stats() {
 }
 
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
-$("prev").addEventListener("click", () => search(Math.max(0, state.offset - state.topK)));
-$("next").addEventListener("click", () => search(state.offset + state.topK));
+$("prev").addEventListener("click", () => page(Math.max(0, state.offset - state.topK)));
+$("next").addEventListener("click", () => page(state.offset + state.topK));
 $("close-detail").addEventListener("click", () => { $("detail").hidden = true; });
 $("like-this").addEventListener("click", () => {
-  const sentence = $("like-this").dataset.sentence;
-  if (!sentence) return;
-  $("query").value = sentence;
-  search(0);
+  if (state.selected) similar(state.selected.id, 0);
 });
 $("api-key").value = localStorage.getItem("teran-api-key") || "";
 $("api-key").addEventListener("change", () => {
