@@ -23,10 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from teran_client.channels import ChannelSecurity
 from teran_client.client import MAX_MESSAGE_BYTES, SENTENCES_PER_REQUEST
 from teran_client.messages import (
+    image_query_request,
     ingest_result,
     search_request,
     search_result,
-    search_sentences_request,
     sentence_batches,
     sentence_results,
     sentence_search_result,
@@ -117,8 +117,24 @@ class AsyncTeranClient:
         offset: int = 0,
         filter: FilterSpec | None = None,
     ) -> SentenceSearchResult:
-        request = search_sentences_request(image, image_id, regions, top_k, offset, filter)
+        request = image_query_request(
+            rk_pb.SearchSentencesRequest, image, image_id, regions, top_k, offset, filter
+        )
         return sentence_search_result(await self._call(self._ranker.SearchSentences, request))
+
+    async def search_similar_images(
+        self,
+        image: bytes | None = None,
+        image_id: str | None = None,
+        regions: tuple[np.ndarray, np.ndarray] | None = None,
+        top_k: int = 10,
+        offset: int = 0,
+        filter: FilterSpec | None = None,
+    ) -> SearchResult:
+        request = image_query_request(
+            rk_pb.SearchSimilarImagesRequest, image, image_id, regions, top_k, offset, filter
+        )
+        return search_result(await self._call(self._ranker.SearchSimilarImages, request))
 
     async def ingest(
         self, items: Iterable[Item] | AsyncIterable[Item]

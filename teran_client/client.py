@@ -26,10 +26,10 @@ from teran_client.messages import (  # noqa: F401 - folder_items, to_filter: par
     folder_items,
     from_alignment,
     from_struct,
+    image_query_request,
     ingest_result,
     search_request,
     search_result,
-    search_sentences_request,
     sentence_batches,
     sentence_results,
     sentence_search_result,
@@ -209,8 +209,27 @@ class TeranClient:
         filter: FilterSpec | None = None,
     ) -> SentenceSearchResult:
         """Sentences for an image: encoded bytes, a stored image's id, or precomputed regions."""
-        request = search_sentences_request(image, image_id, regions, top_k, offset, filter)
+        request = image_query_request(
+            rk_pb.SearchSentencesRequest, image, image_id, regions, top_k, offset, filter
+        )
         return sentence_search_result(self._call(self._ranker.SearchSentences, request))
+
+    def search_similar_images(
+        self,
+        image: bytes | None = None,
+        image_id: str | None = None,
+        regions: tuple[np.ndarray, np.ndarray] | None = None,
+        top_k: int = 10,
+        offset: int = 0,
+        filter: FilterSpec | None = None,
+    ) -> SearchResult:
+        """Images like an image (encoded bytes, a stored image's id, or precomputed regions),
+        best first: for every query region its best stored region, summed. A stored image is
+        not among its own hits; the result has no words and its hits no alignment."""
+        request = image_query_request(
+            rk_pb.SearchSimilarImagesRequest, image, image_id, regions, top_k, offset, filter
+        )
+        return search_result(self._call(self._ranker.SearchSimilarImages, request))
 
     # --- collection management -----------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
@@ -147,19 +147,27 @@ def search_result(response: rk_pb.SearchResponse) -> SearchResult:
     )
 
 
-def search_sentences_request(
+ImageQueryRequest = TypeVar(
+    "ImageQueryRequest", rk_pb.SearchSentencesRequest, rk_pb.SearchSimilarImagesRequest
+)
+"""The requests whose `query` is an image."""
+
+
+def image_query_request(
+    kind: type[ImageQueryRequest],
     image: bytes | None,
     image_id: str | None,
     regions: tuple[np.ndarray, np.ndarray] | None,
     top_k: int,
     offset: int,
     filter: FilterSpec | None,
-) -> rk_pb.SearchSentencesRequest:
-    """Exactly one of an encoded image, a stored image's id or precomputed regions."""
+) -> ImageQueryRequest:
+    """A SearchSentences or SearchSimilarImages request: exactly one of an encoded image, a
+    stored image's id or precomputed regions."""
     given = [x for x in (image, image_id, regions) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of image, image_id or regions")
-    request = rk_pb.SearchSentencesRequest(top_k=top_k, offset=offset)
+    request = kind(top_k=top_k, offset=offset)
     if image is not None:
         request.image = image
     elif image_id is not None:

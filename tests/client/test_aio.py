@@ -73,8 +73,15 @@ def test_the_asyncio_client_answers_like_the_threaded_one(keyed: tuple[RunningAp
             assert stats.images == 6 and stats.sentences == 1
             by_id = await client.search_sentences(image_id="a0", top_k=1)
             assert [h.id for h in by_id.hits] == ["s0"]
+            similar = await client.search_similar_images(image_id="a0", top_k=3)
+            by_regions = await client.search_similar_images(regions=_arrays(0), top_k=4)
+            assert by_regions.hits[0].id == "a0"
+            assert [h.id for h in similar.hits] == [h.id for h in by_regions.hits[1:]]
+            assert "a0" not in {h.id for h in similar.hits} and similar.words == []
             with TeranClient(running.address, api_key=key) as threaded:
                 same = threaded.search(queries[0], top_k=3, explain=True)
+                alike = threaded.search_similar_images(image_id="a0", top_k=3)
+            assert alike == similar
             # Concurrent queries share an encoder batch, so scores agree to float precision.
             assert [h.id for h in same.hits] == [h.id for h in found[0].hits]
             assert [h.score for h in same.hits] == pytest.approx(

@@ -198,6 +198,22 @@ def test_sentences_round_trip(client: TeranClient, base: list[str]) -> None:
     assert client.delete(sentence_ids=["sent/0", "sent/1", "sent/2"]).deleted == 3
 
 
+def test_similar_images(client: TeranClient, base: list[str]) -> None:
+    by_bytes = client.search_similar_images(image=png(0), top_k=3, filter={"group": "a"})
+    assert [h.id for h in by_bytes.hits] == ["base/0", "base/2", "base/4"][: len(by_bytes.hits)]
+    assert by_bytes.hits[0].id == "base/0" and by_bytes.hits[0].payload == {"group": "a", "n": 0}
+    assert by_bytes.words == [] and by_bytes.hits[0].alignment == [] and by_bytes.model_version
+    assert by_bytes.hits[0].score == pytest.approx(49, abs=1e-2)  # each region finds itself
+    by_id = client.search_similar_images(image_id="base/1", top_k=5, filter={"group": "b"})
+    assert sorted(h.id for h in by_id.hits) == ["base/3", "base/5"]  # not base/1 itself
+    assert by_id.hits[0].score >= by_id.hits[1].score
+    with pytest.raises(TeranError) as err:
+        client.search_similar_images(image_id="no/such/image")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and "image_id" in err.value.message
+    with pytest.raises(ValueError, match="exactly one"):
+        client.search_similar_images(image=png(0), image_id="base/0")
+
+
 def test_health_and_unreachable_server(client: TeranClient) -> None:
     assert client.health()
     with TeranClient("127.0.0.1:1", timeout_s=1) as nowhere:
