@@ -2,7 +2,9 @@
 The same-shaped block of every service (templates/<service>/*.yaml): Deployment, Service,
 HorizontalPodAutoscaler and PodDisruptionBudget. Call each with
 (dict "root" $ "component" "ranker" "target" "ranker" "values" .Values.ranker);
-target "all" is the monolith (embedded store on a PersistentVolumeClaim, Recreate strategy).
+target "all" is the monolith (embedded store on a PersistentVolumeClaim, Recreate strategy);
+target "gateway" is the HTTP gateway (no model, the http port on its Service instead of gRPC,
+HTTP probes on /healthz and /readyz).
 */}}
 
 {{/*
@@ -13,6 +15,8 @@ A service's Deployment: one `python -m services --target <target>` per pod.
 {{- $v := .values }}
 {{- $ctx := dict "root" $root "component" .component }}
 {{- $monolith := eq .target "all" }}
+{{- $gateway := eq .target "gateway" }}
+{{- $http := include "teran.gateway.served" . }}
 {{- $grpcPort := $root.Values.ports.grpc }}
 {{- $security := $root.Values.security }}
 {{- $secrets := include "teran.security.dir" $root }}
@@ -21,7 +25,9 @@ A service's Deployment: one `python -m services --target <target>` per pod.
 {{- $probePort := ternary $root.Values.ports.health $grpcPort (not (empty $tls)) }}
 {{- $keysSecret := $security.apiKeys.existingSecret }}
 {{- $serviceKey := and (eq .target "ranker") $security.serviceKey.existingSecret }}
-{{- $clientCa := and (include "teran.tls.mutual" $root) (has .target (list "image_encoder" "text_encoder")) -}}
+{{- $clientCa := and (include "teran.tls.mutual" $root) (has .target (list "image_encoder" "text_encoder")) }}
+{{- /* The gateway's probes are HTTP(S) GETs of its own routes (the kubelet checks no certificate). */}}
+{{- $probe := dict "http" $gateway "port" $probePort "scheme" (ternary "HTTPS" "HTTP" (not (empty $tls))) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -73,8 +79,11 @@ spec:
       terminationGracePeriodSeconds: {{ $root.Values.shutdown.terminationGracePeriodSeconds }}
       {{- $model := $root.Values.model }}
       {{- $standby := $root.Values.standbyModel }}
+      {{- /* The gateway loads no model: no model volumes, no init containers. */}}
+      {{- $withModel := not $gateway }}
+      {{- $standby = ternary $standby (dict "enabled" false) $withModel }}
       {{- $standbyImage := and $standby.enabled (eq $standby.source "image") }}
-      {{- if or (eq $model.source "image") $standbyImage }}
+      {{- if and $withModel (or (eq $model.source "image") $standbyImage) }}
       initContainers:
         {{- if eq $model.source "image" }}
         # The checkpoint (tokenizer, model version, weights) out of the model-repo image.
@@ -121,42 +130,47 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           ports:
+            {{- if not $gateway }}
             - name: grpc
               containerPort: {{ $grpcPort }}
               protocol: TCP
+            {{- end }}
             - name: metrics
               containerPort: {{ $root.Values.ports.metrics }}
               protocol: TCP
-            {{- if $tls }}
+            {{- if and $tls (not $gateway) }}
             - name: health
               containerPort: {{ $root.Values.ports.health }}
               protocol: TCP
             {{- end }}
+            {{- if $http }}
+            # The HTTP/JSON API and the search page (config gateway.port).
+            - name: http
+              containerPort: {{ $root.Values.ports.http }}
+              protocol: TCP
+            {{- end }}
           {{- with $v.probes.startup }}
           {{- if .enabled }}
-          # Loading the model takes a while: liveness and readiness wait for the first SERVING.
+          # Loading the model takes a while: liveness and readiness wait for the first success.
           startupProbe:
-            grpc:
-              port: {{ $probePort }}
+            {{- include "teran.probeCheck" (merge (dict "path" "/healthz") $probe) | nindent 12 }}
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
           {{- with $v.probes.readiness }}
           {{- if .enabled }}
           readinessProbe:
-            grpc:
-              port: {{ $probePort }}
+            {{- /* the gateway's /readyz: its upstream answers SERVING */}}
+            {{- include "teran.probeCheck" (merge (dict "path" "/readyz") $probe) | nindent 12 }}
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
           {{- with $v.probes.liveness }}
           {{- if .enabled }}
           livenessProbe:
-            # "liveness" stays SERVING while the process runs: a Triton or Qdrant outage
-            # turns readiness off, it must not restart healthy pods
-            grpc:
-              port: {{ $probePort }}
-              service: liveness
+            # "liveness" (the gateway's /healthz) stays SERVING while the process runs: a Triton,
+            # Qdrant or ranker outage turns readiness off, it must not restart healthy pods
+            {{- include "teran.probeCheck" (merge (dict "path" "/healthz" "service" "liveness") $probe) | nindent 12 }}
             {{- include "teran.probeTimings" . | nindent 12 }}
           {{- end }}
           {{- end }}
@@ -175,9 +189,11 @@ spec:
             - name: config
               mountPath: /etc/teran
               readOnly: true
+            {{- if $withModel }}
             - name: models
               mountPath: /models
               readOnly: true
+            {{- end }}
             {{- if $standby.enabled }}
             - name: standby
               mountPath: /standby
@@ -226,7 +242,9 @@ spec:
         - name: config
           configMap:
             name: {{ include "teran.fullname" $root }}
+        {{- if $withModel }}
         {{- include "teran.modelVolume" (dict "volume" "models" "model" $model) | nindent 8 }}
+        {{- end }}
         {{- if $standby.enabled }}
         {{- include "teran.modelVolume" (dict "volume" "standby" "model" $standby) | nindent 8 }}
         {{- end }}
@@ -245,9 +263,10 @@ spec:
         {{- include "teran.security.volume" (dict "volume" "api-keys" "secret" $keysSecret "items" (list $security.apiKeys.existingSecretKey)) | nindent 8 }}
         {{- end }}
         {{- if $tls }}
-        # tls.crt, tls.key, and ca.crt to trust the peers (not the monolith's: it has none); the
-        # servers re-read them when cert-manager renews the Secret.
-        {{- $files := ternary (list "tls.crt" "tls.key") (list "tls.crt" "tls.key" "ca.crt") $monolith }}
+        # tls.crt, tls.key, and ca.crt to trust the peers (not the monolith's: it has none, unless
+        # its gateway calls it through its Service); the servers re-read them when cert-manager
+        # renews the Secret.
+        {{- $files := ternary (list "tls.crt" "tls.key") (list "tls.crt" "tls.key" "ca.crt") (and $monolith (not $http)) }}
         {{- include "teran.security.volume" (dict "volume" "tls" "secret" (include "teran.tls.secretName" $root) "items" $files) | nindent 8 }}
         {{- end }}
         {{- if $serviceKey }}
@@ -256,10 +275,12 @@ spec:
 {{- end }}
 
 {{/*
-A service's Service: the gRPC port and the metrics port (scraped by the ServiceMonitor).
+A service's Service: the gRPC port (the gateway's: the http port instead; the monolith's: both
+with gateway.enabled) and the metrics port (scraped by the ServiceMonitor).
 */}}
 {{- define "teran.component.service" -}}
 {{- $root := .root }}
+{{- $tls := include "teran.tls.enabled" $root }}
 {{- $ctx := dict "root" $root "component" .component -}}
 apiVersion: v1
 kind: Service
@@ -275,14 +296,23 @@ metadata:
 spec:
   type: {{ .values.service.type }}
   ports:
+    {{- if ne .target "gateway" }}
     - name: grpc
       port: {{ .values.service.port }}
       targetPort: grpc
       protocol: TCP
-      {{- if not (include "teran.tls.enabled" $root) }}
+      {{- if not $tls }}
       {{- /* HTTP/2 in cleartext; with TLS there is no standard name, so none is claimed. */}}
       appProtocol: kubernetes.io/h2c
       {{- end }}
+    {{- end }}
+    {{- if include "teran.gateway.served" . }}
+    - name: http
+      port: {{ $root.Values.gateway.service.port }}
+      targetPort: http
+      protocol: TCP
+      appProtocol: {{ ternary "https" "http" (not (empty $tls)) }}
+    {{- end }}
     - name: metrics
       port: {{ $root.Values.ports.metrics }}
       targetPort: metrics
@@ -361,5 +391,25 @@ spec:
     matchLabels:
       {{- include "teran.selectorLabels" $ctx | nindent 6 }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe's check: grpc.health.v1 on `port` (the `service` when given), or for the gateway
+(`http`) a GET of `path` on its http port with `scheme`.
+Call with (dict "http" false "port" 50051 "scheme" "HTTP" "path" "/healthz" "service" "").
+*/}}
+{{- define "teran.probeCheck" -}}
+{{- if .http -}}
+httpGet:
+  path: {{ .path }}
+  port: http
+  scheme: {{ .scheme }}
+{{- else -}}
+grpc:
+  port: {{ .port }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
 {{- end }}
 {{- end }}

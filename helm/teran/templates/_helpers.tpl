@@ -39,6 +39,14 @@ Call with (dict "root" $ "component" "ranker").
 {{- end }}
 
 {{/*
+A component's in-cluster gRPC address, <fullname>-<component>:<port>.
+Call with (dict "root" $ "component" "ranker" "port" .Values.ranker.service.port).
+*/}}
+{{- define "teran.serviceAddress" -}}
+{{- printf "%s:%v" (include "teran.componentName" .) .port }}
+{{- end }}
+
+{{/*
 Selector labels; app.kubernetes.io/component when the component is not empty.
 Call with (dict "root" $ "component" "ranker").
 */}}
@@ -211,8 +219,22 @@ ranker, the test Pod or the upgrade Job dials.
 {{- define "teran.tls.components" -}}
 {{- if eq .Values.mode "monolith" }}
 {{- list "monolith" | toJson }}
+{{- else if .Values.gateway.enabled }}
+{{- /* the gateway serves HTTPS with the same certificate */}}
+{{- list "ranker" "image-encoder" "text-encoder" "gateway" | toJson }}
 {{- else }}
 {{- list "ranker" "image-encoder" "text-encoder" | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the pods of `target` serve the HTTP gateway on ports.http: the gateway's own
+(`--target gateway`), and the monolith's (`--target all` hosts it) with gateway.enabled.
+Call with (dict "root" $ "target" "gateway").
+*/}}
+{{- define "teran.gateway.served" -}}
+{{- if or (eq .target "gateway") (and (eq .target "all") .root.Values.gateway.enabled) }}
+{{- true }}
 {{- end }}
 {{- end }}
 
@@ -236,7 +258,7 @@ Call with (dict "volume" "keys" "secret" "teran-api-keys"), "items" optional (a 
 
 {{/*
 The services' YAML configuration (services/config.py): the chart's topology (listen address,
-ports, model paths, inference backend, store, peers) and security (key and certificate paths,
+ports, model paths, inference backend, store, peers, the gateway's upstreams) and security (key and certificate paths,
 never their contents) merged with .Values.config.
 */}}
 {{- define "teran.config" -}}
@@ -260,10 +282,18 @@ never their contents) merged with .Values.config.
 {{- end }}
 {{- $ranker := dict }}
 {{- if not $monolith }}
-{{- $text := include "teran.componentName" (dict "root" . "component" "text-encoder") }}
-{{- $images := include "teran.componentName" (dict "root" . "component" "image-encoder") }}
-{{- $_ := set $ranker "text_encoder_url" (printf "%s:%v" $text .Values.textEncoder.service.port) }}
-{{- $_ := set $ranker "image_encoder_url" (printf "%s:%v" $images .Values.imageEncoder.service.port) }}
+{{- $_ := set $ranker "text_encoder_url" (include "teran.serviceAddress" (dict "root" . "component" "text-encoder" "port" .Values.textEncoder.service.port)) }}
+{{- $_ := set $ranker "image_encoder_url" (include "teran.serviceAddress" (dict "root" . "component" "image-encoder" "port" .Values.imageEncoder.service.port)) }}
+{{- end }}
+{{- $gateway := dict }}
+{{- if .Values.gateway.enabled }}
+{{- /* The gateway Deployment calls the ranker and the image encoder through their Services,
+with each caller's own API key; the monolith's gateway calls the monolith's own gRPC port. */}}
+{{- $gateway = dict "host" "0.0.0.0" "port" .Values.ports.http }}
+{{- if not $monolith }}
+{{- $_ := set $gateway "upstream" (include "teran.serviceAddress" (dict "root" . "component" "ranker" "port" .Values.ranker.service.port)) }}
+{{- $_ := set $gateway "image_upstream" (include "teran.serviceAddress" (dict "root" . "component" "image-encoder" "port" .Values.imageEncoder.service.port)) }}
+{{- end }}
 {{- end }}
 {{- $secrets := include "teran.security.dir" . }}
 {{- $auth := dict "allow_insecure" .Values.security.allowInsecure "reflection" .Values.security.reflection }}
@@ -275,9 +305,19 @@ never their contents) merged with .Values.config.
 {{- $_ := set $server "auth" $auth }}
 {{- if include "teran.tls.enabled" . }}
 {{- $tls := dict "cert_file" (printf "%s/tls/tls.crt" $secrets) "key_file" (printf "%s/tls/tls.key" $secrets) }}
-{{- if not $monolith }}
-{{- /* The ranker dials its peers over TLS, presenting this certificate (mTLS when they ask). */}}
+{{- if or (not $monolith) .Values.gateway.enabled }}
+{{- /* The ranker and the gateway dial their peers over TLS, presenting this certificate (mTLS
+when they ask). The monolith's only peer is its own gateway's upstream: its gRPC port through
+its Service, the name the certificate carries (not 0.0.0.0, the address it listens on). */}}
 {{- $_ := set $tls "peer_ca_file" (printf "%s/tls/ca.crt" $secrets) }}
+{{- end }}
+{{- if .Values.gateway.enabled }}
+{{- /* HTTPS with the release's certificate. */}}
+{{- $_ := set $gateway "tls_cert_file" $tls.cert_file }}
+{{- $_ := set $gateway "tls_key_file" $tls.key_file }}
+{{- if $monolith }}
+{{- $_ := set $gateway "upstream" (include "teran.serviceAddress" (dict "root" . "component" "monolith" "port" .Values.monolith.service.port)) }}
+{{- end }}
 {{- end }}
 {{- $_ := set $server "tls" $tls }}
 {{- $_ := set $server "health_port" .Values.ports.health }}
@@ -294,6 +334,7 @@ never their contents) merged with .Values.config.
   "image_encoder" (dig "image_encoder" dict $user)
   "text_encoder" (dig "text_encoder" dict $user)
   "ranker" (merge $ranker (dig "ranker" dict $user))
+  "gateway" (merge $gateway (dig "gateway" dict $user))
 }}
 {{- toYaml $config }}
 {{- end }}
