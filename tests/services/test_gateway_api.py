@@ -5,11 +5,14 @@ back as stored, and every mistake gets its HTTP status with a body naming the fi
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -289,6 +292,26 @@ def test_regions_have_no_picture_and_get_image_needs_the_search_role(
         with pytest.raises(grpc.RpcError) as info:
             rgrpc.RankerStub(channel).GetImage(request)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_keep_alive_answers_are_not_held_back_by_nagle(platform: RunningApp, url: str) -> None:
+    """Every connection has TCP_NODELAY: without it a response's body waited for the client's
+    delayed ACK of its headers, 40 ms a request on a kept-alive connection."""
+    gateway = platform.app.components[GATEWAY]
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read() == b'{"status":"ok"}'
+        sockets = [
+            c.transport.get_extra_info("socket") for c in gateway.server.server_state.connections
+        ]
+        assert sockets and all(
+            s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets
+        )
+    finally:
+        conn.close()
 
 
 def test_a_gateway_alone_answers_503_while_its_upstream_is_down() -> None:
