@@ -9,7 +9,7 @@ FIXTURE ?= $(SHARED)/reference/teran-tiny $(SHARED)/reference/teran-tiny-shared
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock demo serve demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load clean
+.PHONY: install lock demo serve demo-model up down test fuzz lint fmt refcheck protos bench bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load bench-gateway clean
 
 install: $(STAMP)
 
@@ -86,7 +86,7 @@ refcheck: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/teran_protos/v1/*.proto
 
-bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load
+bench: bench-scorer bench-quality bench-services bench-upgrade bench-scale bench-load bench-gateway
 
 bench-scorer: $(STAMP)
 	$(PY) -m benchmarks.bench_scorer --out benchmarks/results/scorer.json
@@ -110,6 +110,10 @@ bench-upgrade: $(STAMP)
 # ten minutes of eight search clients, one ingest stream and periodic deletes, keys on
 bench-load: $(STAMP)
 	$(PY) -m benchmarks.bench_load --checkpoint $(DEMO_MODEL) --out benchmarks/results/load.json
+
+# Search through the HTTP/JSON gateway beside gRPC, 1 and 8 clients (about three minutes)
+bench-gateway: $(STAMP)
+	$(PY) -m benchmarks.bench_gateway --checkpoint $(DEMO_MODEL) --out benchmarks/results/gateway.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
