@@ -35,7 +35,7 @@ RELOAD_CHECK_S = 1.0
 
 class Role(enum.StrEnum):
     SEARCH = "search"
-    """Search, SearchSentences, Stats and the encoders' query RPCs."""
+    """Search, SearchSentences, SearchSimilarImages, Stats and the encoders' query RPCs."""
     INGEST = "ingest"
     """Ingest, IngestSentences, Delete."""
     ADMIN = "admin"

@@ -268,16 +268,26 @@ def test_search(channel: grpc.Channel, before: Any, query: str, top_k: int, offs
     _answer(lambda: rgrpc.RankerStub(channel).Search(request, timeout=TIMEOUT_S))
 
 
-@given(source=st.one_of(
+image_queries = st.one_of(
     st.builds(lambda b: {"image": b}, pictures),
     st.builds(lambda r: {"regions": r}, region_features()),
     st.builds(lambda i: {"image_id": i}, ids),
     st.just({}),
-), top_k=counts, offset=counts, flt=filters())  # fmt: skip
+)
+
+
+@given(source=image_queries, top_k=counts, offset=counts, flt=filters())
 def test_search_sentences(channel: grpc.Channel, before: Any, source: dict[str, Any],
                           top_k: int, offset: int, flt: rpb.Filter) -> None:  # fmt: skip
     request = rpb.SearchSentencesRequest(top_k=top_k, offset=offset, filter=flt, **source)
     _answer(lambda: rgrpc.RankerStub(channel).SearchSentences(request, timeout=TIMEOUT_S))
+
+
+@given(source=image_queries, top_k=counts, offset=counts, flt=filters())
+def test_search_similar_images(channel: grpc.Channel, before: Any, source: dict[str, Any],
+                               top_k: int, offset: int, flt: rpb.Filter) -> None:  # fmt: skip
+    request = rpb.SearchSimilarImagesRequest(top_k=top_k, offset=offset, filter=flt, **source)
+    _answer(lambda: rgrpc.RankerStub(channel).SearchSimilarImages(request, timeout=TIMEOUT_S))
 
 
 @given(items=st.lists(st.builds(lambda i, s, p, u: (i, s, p, u), ids, sources, structs(), texts),
@@ -334,6 +344,7 @@ def test_admin_drop_version(channel: grpc.Channel, before: Any, version: str) ->
 
 METHODS = [
     "/teran.v1.Ranker/Search", "/teran.v1.Ranker/SearchSentences",
+    "/teran.v1.Ranker/SearchSimilarImages",
     "/teran.v1.Ranker/IngestSentences", "/teran.v1.Ranker/Delete", "/teran.v1.Ranker/Stats",
     "/teran.v1.TextEncoder/EncodeText", "/teran.v1.ImageEncoder/EncodeImage",
     "/teran.v1.Admin/Status",
