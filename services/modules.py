@@ -149,7 +149,7 @@ def _store(app: App) -> Any:
 def _text(app: App) -> Any:
     from services.core.text import TextEncoding
     from services.text_encoder.client import TextEncoderClient
-    from teran.checkpoint import load_tokenizer
+    from teran.tokenizer import load_tokenizer
 
     if app.hosts(TEXT_ENCODER) or app.settings.ranker.text_encoder_url is None:
         models = app.models

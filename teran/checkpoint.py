@@ -38,12 +38,15 @@ from teran.contract import (  # noqa: F401 - re-exported: part of the checkpoint
     read_header,
 )
 from teran.model import Teran
-from teran.tokenizer import SentenceTokenizer
+from teran.tokenizer import (  # noqa: F401 - load_tokenizer re-exported
+    TOKENIZER_DIR,
+    SentenceTokenizer,
+    load_tokenizer,
+)
 
 _BACKBONE_PREFIX = "textual.backbone."
 FORMAT = CHECKPOINT_FORMAT
 FORMAT_VERSION = CHECKPOINT_FORMAT_VERSION
-TOKENIZER_DIR = "tokenizer"
 
 
 def save_checkpoint(
@@ -102,15 +105,6 @@ def load_checkpoint(folder: str | Path) -> tuple[Teran, SentenceTokenizer]:
         tokenizer_dir = folder / TOKENIZER_DIR
     model.load_state_dict(weights, strict=True)
     return model.eval(), SentenceTokenizer(tokenizer_dir, cfg.text.max_tokens)
-
-
-def load_tokenizer(folder: str | Path) -> SentenceTokenizer:
-    """Only the tokenizer of a checkpoint (services that send the model's math elsewhere)."""
-    header = read_header(folder)
-    cfg = TeranCfg.from_dict(header["model"])
-    bundled = header.get("bundled_backbone")
-    source = resolve_backbone(bundled) if bundled else Path(folder) / TOKENIZER_DIR
-    return SentenceTokenizer(source, cfg.text.max_tokens)
 
 
 # --- reference checkpoints -----------------------------------------------------------------

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-TEXT_TOKENS_LEFT_OUT = 3
-"""[CLS], the token before [SEP], and [SEP]."""
+from teran.tokenizer import TEXT_TOKENS_LEFT_OUT
 
 
 def length_mask(lengths: Tensor, size: int) -> Tensor:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -139,11 +138,6 @@ def test_the_text_and_image_sides_prepare_the_torch_inputs_without_torch(
     np.testing.assert_allclose(sent["pixels"], to_pixels(rgb, side).numpy(), rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/modules.py still loads the tokenizer through teran.checkpoint (torch): "
-    "it should import teran.tokenizer.load_tokenizer",
-)
 def test_the_triton_backed_app_starts_without_torch(checkpoint: Path, tmp_path: Path) -> None:
     """Every module of `target: all` over an unreachable Triton: up, NOT_SERVING, no torch."""
     from teran.tritonserver import free_port
