@@ -64,12 +64,14 @@ class Setting:
     mode: str
     candidates: int
     quantization: str
+    pooled_vectors: int = 8
 
     def store_cfg(self) -> dict[str, Any]:
         quantized = self.quantization != "none"
         return {
             "search": self.mode,
             "quantization": self.quantization,
+            "pooled_vectors": self.pooled_vectors,
             "originals_on_disk": quantized,
             "oversampling": 4.0,
         }
@@ -82,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--corpora", default="realistic,random")
     p.add_argument("--candidates", default="100,200,400", help="two-stage candidate counts")
     p.add_argument("--quantizations", default="none,int8,binary")
+    p.add_argument(
+        "--pooled-vectors", type=int, default=8, help="centroids per item in the first stage"
+    )
     p.add_argument("--queries", type=int, default=200, help="timed queries, one client")
     p.add_argument("--exact-queries", type=int, default=30, help="timed exact-scan queries")
     p.add_argument("--load-s", type=float, default=8.0, help="seconds of eight-client load")
@@ -257,8 +262,8 @@ def recall(answers: list[list[str]], truth: list[set[int]], prefix: str) -> floa
 # -- runs --------------------------------------------------------------------------------------
 
 
-def settings_for(quantization: str, candidates: list[int]) -> list[Setting]:
-    out = [Setting("two_stage", c, quantization) for c in candidates]
+def settings_for(quantization: str, candidates: list[int], pooled: int = 8) -> list[Setting]:
+    out = [Setting("two_stage", c, quantization, pooled) for c in candidates]
     if quantization == "none":
         out.insert(0, Setting("exact", 0, "none"))
     return out
@@ -294,11 +299,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             for quantization in args.quantizations.split(","):
                 folder = workdir / f"{name}-{n}-{quantization}"
-                layout = StoreCfg(**Setting("two_stage", 0, quantization).store_cfg()).layout()
+                built = Setting("two_stage", 0, quantization, args.pooled_vectors)
+                layout = StoreCfg(**built.store_cfg()).layout()
                 print(f"[{name} {n} {quantization}] building", flush=True)
                 build_s = build(folder, layout, corpus, name, n, n_sentences)
                 disk = _allocated_bytes(folder)
-                for setting in settings_for(quantization, candidates):
+                for setting in settings_for(quantization, candidates, args.pooled_vectors):
                     runs += measure(
                         args, workdir, folder, setting, name, n, n_sentences, build_s, disk,
                         baseline_rss, queries, truth_i, truth_s, sentence_queries,
@@ -337,6 +343,7 @@ def measure(
         "mode": setting.mode,
         "candidates": setting.candidates or None,
         "quantization": setting.quantization,
+        "pooled_vectors": setting.pooled_vectors,
         "build_s": round(build_s, 1),
     }
     count = args.exact_queries if setting.mode == "exact" else len(queries)
@@ -384,11 +391,11 @@ def measure(
 
 def _write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     out = Path(args.out)
-    measured = {(r["corpus"], r["images"]) for r in runs}
+    measured = {_run_key(r) for r in runs}
     kept: list[dict[str, Any]] = []
     if args.merge and out.exists():
         previous = json.loads(out.read_text())["runs"]
-        kept = [r for r in previous if (r["corpus"], r["images"]) not in measured]
+        kept = [r for r in previous if _run_key(r) not in measured]
     report = {
         "benchmark": "bench_scale",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -406,6 +413,11 @@ def _write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def _run_key(run: dict[str, Any]) -> tuple[str, int, int]:
+    """What a new run replaces in a merged report (runs before `pooled_vectors` used 8)."""
+    return run["corpus"], run["images"], run.get("pooled_vectors", 8)
+
+
 def plot(report: Path, out: Path) -> None:
     """Latency and recall against collection size, one line per setting (realistic corpus)."""
     import matplotlib
@@ -421,6 +433,8 @@ def plot(report: Path, out: Path) -> None:
             if r["kind"] == kind:
                 label = r["mode"] if r["mode"] == "exact" else f"C={r['candidates']}"
                 label += "" if r["quantization"] == "none" else f" {r['quantization']}"
+                pooled = r.get("pooled_vectors", 8)
+                label += "" if r["mode"] == "exact" or pooled == 8 else f" k={pooled}"
                 lines.setdefault(label, []).append(r)
         for label, rows in sorted(lines.items()):
             rows.sort(key=lambda r: r["images"])
