@@ -64,7 +64,7 @@ class Setting:
     mode: str
     candidates: int
     quantization: str
-    pooled_vectors: int = 8
+    pooled_vectors: int = IndexLayout.pooled_vectors
 
     def store_cfg(self) -> dict[str, Any]:
         quantized = self.quantization != "none"
@@ -85,7 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--candidates", default="100,200,400", help="two-stage candidate counts")
     p.add_argument("--quantizations", default="none,int8,binary")
     p.add_argument(
-        "--pooled-vectors", type=int, default=8, help="centroids per item in the first stage"
+        "--pooled-vectors",
+        type=int,
+        default=IndexLayout.pooled_vectors,
+        help="centroids per item in the first stage",
     )
     p.add_argument("--queries", type=int, default=200, help="timed queries, one client")
     p.add_argument("--exact-queries", type=int, default=30, help="timed exact-scan queries")
@@ -262,10 +265,10 @@ def recall(answers: list[list[str]], truth: list[set[int]], prefix: str) -> floa
 # -- runs --------------------------------------------------------------------------------------
 
 
-def settings_for(quantization: str, candidates: list[int], pooled: int = 8) -> list[Setting]:
+def settings_for(quantization: str, candidates: list[int], pooled: int) -> list[Setting]:
     out = [Setting("two_stage", c, quantization, pooled) for c in candidates]
     if quantization == "none":
-        out.insert(0, Setting("exact", 0, "none"))
+        out.insert(0, Setting("exact", 0, "none", pooled))
     return out
 
 

@@ -174,7 +174,7 @@ class StoreCfg(BaseModel):
     search: SearchMode = "two_stage"
     """two_stage: HNSW candidates over pooled vectors, then MaxSim; exact: MaxSim over all."""
     first_stage: FirstStage = "pooled"
-    pooled_vectors: int = Field(8, ge=1, le=64)
+    pooled_vectors: int = Field(16, ge=1, le=64)
     quantization: Quantization = "none"
     originals_on_disk: bool = False
     payload_on_disk: bool = False

@@ -4,10 +4,12 @@ Two-stage search (the default) stores, beside each item's multivector, a pooled 
 clustered (k-means) into `pooled_vectors` centroids, indexed with HNSW. The query's MaxSim over
 that index proposes `candidates` items and MaxSim over their full multivectors (which carry no
 HNSW graph, m=0) orders them, in one request to Qdrant's Query API (`prefetch`, then `query`).
-Pooling keeps what a word's best region is like (8 centroids of 49 regions kept recall@10 at
-0.98-1.0 where a mean vector or a 4096-d MUVERA encoding reached 0.4-0.8 at the same candidate
-counts; `benchmarks/results/scale.json`); `first_stage="mean"` keeps the single mean vector for
-comparison. `exact` scans every multivector instead: linear in the collection, the reference.
+Pooling keeps what a word's best region is like: where a mean vector or a 4096-d MUVERA encoding
+reached recall@10 0.2-0.45 at C = 100 of 20k images, 8 centroids of 49 regions reach 0.93 and 16
+reach 0.99 (0.64 and 0.83 at 100k; `benchmarks/results/scale-pooled.json`, brute force, which the
+HNSW index nearly matches), hence 16 by default; `first_stage="mean"` keeps the single mean
+vector for comparison. `exact` scans every multivector instead: linear in the collection, the
+reference.
 
 Quantization (int8 scalar or binary) keeps a compressed copy of the region and pooled vectors in
 RAM for scoring and rescores the best `limit * oversampling` with the originals, which can then
@@ -31,7 +33,7 @@ Quantization = Literal["none", "int8", "binary"]
 class IndexLayout:
     search: SearchMode = "two_stage"
     first_stage: FirstStage = "pooled"
-    pooled_vectors: int = 8
+    pooled_vectors: int = 16
     quantization: Quantization = "none"
     originals_on_disk: bool = False
     """Region / word vectors memory-mapped from disk rather than held in RAM."""
