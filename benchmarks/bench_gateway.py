@@ -19,7 +19,6 @@ import platform
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ import yaml
 
 from benchmarks.bench_load import Tally
 from benchmarks.bench_services import QUERIES
-from benchmarks.served import TORCH_THREADS, Server
+from benchmarks.served import TORCH_THREADS, Server, run_clients
 from services.security.keys import hash_key, new_key
 from teran.checkpoint import model_version
 from teran.data.synthetic import SyntheticScenes
@@ -137,13 +136,7 @@ def drive(make: Callable[[], Call], clients: int, seconds: float, tally: Tally) 
             tally.add("Search", time.perf_counter() - t0, code)
             i += clients
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0
+    return run_clients(client, clients)
 
 
 def figures(tally: Tally, wall_s: float) -> dict[str, Any]:

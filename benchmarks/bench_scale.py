@@ -33,7 +33,6 @@ import platform
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from benchmarks.scale_corpus import (
     load_or_build,
     random_images,
 )
-from benchmarks.served import TORCH_THREADS, Server
+from benchmarks.served import TORCH_THREADS, Server, run_clients
 from services.config import StoreCfg
 from services.store import IndexLayout, StoredImage, StoredSentence
 from services.store.edge import EdgeStore
@@ -239,13 +238,7 @@ def timed_queries(call: Any, requests: list[Any], load_s: float, clients: int = 
             done[k] += 1
             i += clients
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_clients(client, clients)
     latencies.sort()
     return {
         "p50_ms": statistics.median(latencies),

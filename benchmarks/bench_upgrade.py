@@ -39,6 +39,7 @@ import grpc
 import torch
 
 from benchmarks.bench_services import QUERIES
+from benchmarks.served import run_clients
 from services.config import load_settings
 from services.main import start
 from teran.checkpoint import load_checkpoint, model_version, read_header, save_checkpoint
@@ -135,13 +136,7 @@ def bench_idle(stub: rgrpc.RankerStub, clients: int, queries: int) -> tuple[dict
             with lock:
                 answers.append(a)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t0
+    wall = run_clients(client, clients)
     failed = [a.error for a in answers if a.error]
     assert not failed, failed[:3]
     versions = {a.version for a in answers}

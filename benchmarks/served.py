@@ -4,6 +4,9 @@ reached over gRPC on loopback."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,15 @@ class Server:
     def stop(self) -> None:
         self.channel.close()
         self.process.stop(timeout=30)
+
+
+def run_clients(client: Callable[[int], None], clients: int) -> float:
+    """`client(k)` for every k < `clients`, each on a thread of its own, all at once; the wall
+    seconds until the last one returns."""
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
