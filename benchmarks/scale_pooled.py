@@ -30,18 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.scale_corpus import expand_images, load_or_build
+from benchmarks.scale_corpus import expand_images, load_or_build, max_sims
 from services.store.layout import pool
 
 CANDIDATES = (50, 100, 200, 400, 800, 1600)
 CHUNK = 1000
 
 
-def _max_sim(sets: np.ndarray, flat: torch.Tensor, owner: torch.Tensor, q: int) -> torch.Tensor:
+def _max_sim(sets: np.ndarray, flat: np.ndarray, owner: torch.Tensor, q: int) -> torch.Tensor:
     """[Q, B]: for each query, the sum over its words of the best vector of each set [B, K, D]."""
-    b, k, d = sets.shape
-    best = (torch.from_numpy(sets).reshape(-1, d) @ flat.T).view(b, k, -1).amax(1)  # [B, V]
-    return torch.zeros(q, b).index_add_(0, owner, best.T)
+    best = torch.from_numpy(max_sims(sets, flat))  # [B, V]
+    return torch.zeros(q, len(sets)).index_add_(0, owner, best.T)
 
 
 def _recall(exact: torch.Tensor, first: torch.Tensor, truth: torch.Tensor, c: int) -> float:
@@ -53,7 +52,7 @@ def _recall(exact: torch.Tensor, first: torch.Tensor, truth: torch.Tensor, c: in
 def study(sizes: list[int], queries: int, pooled: list[int]) -> dict[str, Any]:
     corpus = load_or_build()
     words = [corpus.query_words[i].astype(np.float32) for i in range(queries)]
-    flat = torch.from_numpy(np.concatenate(words))
+    flat = np.concatenate(words)
     owner = torch.from_numpy(np.repeat(np.arange(queries), [len(w) for w in words]))
     assert corpus.query_image is not None
     own = torch.from_numpy(corpus.query_image[:queries])
